@@ -1,0 +1,45 @@
+"""Library exceptions. Each carries the exit code the CLI turns it into."""
+
+from __future__ import annotations
+
+OK = 0
+FAILED = 1
+BAD_INPUT = 2
+UNREACHABLE = 3
+TIMED_OUT = 4
+
+
+class XrerankError(Exception):
+    """A failure with a one-line message: what failed, why, what to do next."""
+
+    exit_code = FAILED
+
+
+class BadInput(XrerankError):
+    """The user's input is wrong; nothing was sent to the server."""
+
+    exit_code = BAD_INPUT
+
+
+class Unreachable(XrerankError):
+    """The server does not answer, is not Xinference, or refuses our credentials."""
+
+    exit_code = UNREACHABLE
+
+
+class TimedOut(XrerankError):
+    """A wait reached its deadline."""
+
+    exit_code = TIMED_OUT
+
+
+class ServerError(XrerankError):
+    """The server answered and refused the request; the message is the server's reason."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Conflict(XrerankError):
+    """What the server has differs from what was asked, and changing it needs --replace."""

@@ -1,0 +1,151 @@
+"""One HTTP session to an Xinference REST API: credentials, deadlines and error mapping.
+
+Every request has a timeout. Failures become one of the library's exceptions with a single
+readable line; the server's own reason is kept, without the actor address it prefixes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ServerError, TimedOut, Unreachable
+
+_ACTOR_PREFIX = re.compile(r"\[address=[^\]]*\]\s*")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """An API key (query and rerank only, in Xinference 4.1) and/or a user login (admin operations)."""
+
+    api_key: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.api_key or self.username)
+
+    def __repr__(self) -> str:  # never show a secret, even in a traceback
+        return f"Credentials(api_key={'***' if self.api_key else None}, username={self.username!r})"
+
+
+def server_reason(body: str) -> str:
+    """The one-line reason in an Xinference error body (JSON `detail`, or the text/plain 500s)."""
+    try:
+        detail = json.loads(body).get("detail", body)
+    except (ValueError, AttributeError):
+        detail = body
+    if not isinstance(detail, str):
+        detail = json.dumps(detail)
+    detail = _ACTOR_PREFIX.sub("", detail).strip()
+    lines = [line.strip() for line in detail.splitlines() if line.strip()]
+    return " ".join(lines[:3]) if lines else "(empty answer)"
+
+
+class ConnectionFailed(Unreachable):
+    """Nothing answered at the endpoint (refused, reset): worth retrying while a server restarts."""
+
+
+class Api:
+    """requests.Session bound to one endpoint; logs in with username/password when given."""
+
+    def __init__(self, endpoint: str, credentials: Credentials | None = None, timeout: float = 30.0) -> None:
+        import requests
+
+        self.endpoint = endpoint.rstrip("/")
+        self.credentials = credentials or Credentials()
+        self.timeout = timeout
+        self._session = requests.Session()
+        self._user_token: str | None = None
+
+    def close(self) -> None:
+        self._session.close()
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.request("POST", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> Any:
+        return self.request("DELETE", path, **kwargs)
+
+    def request(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Send one request and return its decoded JSON; log in again once if a user token expired."""
+        response = self._send(method, path, timeout, kwargs)
+        if response.status_code == 401 and self._user_token is not None:
+            self._user_token = None
+            response = self._send(method, path, timeout, kwargs)
+        if response.status_code >= 400:
+            raise self._error(method, path, response)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise Unreachable(
+                f"{self.endpoint} answered {method} {path} with non-JSON content; is this the Xinference REST API?"
+            ) from None
+
+    def _send(self, method: str, path: str, timeout: float | None, kwargs: dict) -> Any:
+        import requests
+
+        headers = dict(kwargs.pop("headers", {}) or {})
+        token = self._bearer_token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        url = f"{self.endpoint}{path}"
+        try:
+            return self._session.request(method, url, headers=headers, timeout=timeout or self.timeout, **kwargs)
+        except requests.exceptions.ConnectTimeout:
+            raise Unreachable(f"cannot reach {self.endpoint}: connection timed out; check --endpoint") from None
+        except requests.exceptions.Timeout:
+            raise TimedOut(
+                f"{self.endpoint} did not answer {method} {path} within {timeout or self.timeout:g}s"
+            ) from None
+        except requests.exceptions.ConnectionError:
+            raise ConnectionFailed(
+                f"cannot reach Xinference at {self.endpoint}: connection refused or reset; "
+                "start one with `xrerank server start` or check --endpoint"
+            ) from None
+        except requests.exceptions.InvalidURL:
+            raise Unreachable(f"{self.endpoint} is not a valid URL; use e.g. http://127.0.0.1:9997") from None
+
+    def _bearer_token(self) -> str | None:
+        if self.credentials.username:
+            if self._user_token is None:
+                self._user_token = self._login()
+            return self._user_token
+        return self.credentials.api_key
+
+    def _login(self) -> str:
+        response = self._session.post(
+            f"{self.endpoint}/token",
+            json={"username": self.credentials.username, "password": self.credentials.password or ""},
+            timeout=self.timeout,
+        )
+        if response.status_code in (400, 401, 403):
+            raise Unreachable(
+                f"login as {self.credentials.username!r} at {self.endpoint} was refused: wrong username or password"
+            )
+        if response.status_code >= 400:
+            raise self._error("POST", "/token", response)
+        return response.json()["access_token"]
+
+    def _error(self, method: str, path: str, response: Any) -> Exception:
+        reason = server_reason(response.text)
+        status = response.status_code
+        if status in (401, 403):
+            hint = (
+                "API keys may only query and rerank; admin operations need --username/--password"
+                if "API key" in reason
+                else "give --api-key, or --username and --password"
+            )
+            return Unreachable(f"{self.endpoint} refused {method} {path} ({status}: {reason}); {hint}")
+        if status == 404 and reason == "Not Found":
+            return Unreachable(
+                f"{self.endpoint} answered but has no {path}: it is not the Xinference REST API; check --endpoint"
+            )
+        return ServerError(reason, status=status)

@@ -1,0 +1,149 @@
+"""The deploy planner. Pure: what the deployment wants + what is observed -> the steps, in order.
+
+Every step is "to do", "already so", or "refused" (a change the server cannot take in place,
+shown with the difference, unless the caller allows a replacement).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .spec import spec_differences
+
+TODO = "to do"
+DONE = "already so"
+REFUSED = "refused"
+STEP_NAMES = ("download", "spec", "register", "launch", "wait", "verify")
+
+
+@dataclass(frozen=True)
+class Desired:
+    model_name: str
+    model_uri: str
+    uid: str
+    replica: int
+    spec: dict | None = None  # known once the weights are on disk
+    gpu_idx: tuple[int, ...] = ()
+    worker_ip: str | None = None
+    verify: bool = True
+
+
+@dataclass(frozen=True)
+class Observed:
+    weights_complete: bool
+    spec_file: dict | None = None
+    registration: dict | None = None
+    instance: dict | None = None
+    replicas: list[dict] = field(default_factory=list)
+    verified: bool = False
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    state: str
+    detail: str
+    replace: bool = False
+
+
+def plan(desired: Desired, observed: Observed, replace: bool = False) -> list[Step]:
+    steps = [_download(observed), _spec(desired, observed)]
+    register = _register(desired, observed, replace)
+    launch = _launch(desired, observed, replace, register_replaced=register.replace)
+    steps += [register, launch, _wait(desired, observed, launch)]
+    steps.append(_verify(desired, observed, steps))
+    return steps
+
+
+def refused(steps: list[Step]) -> list[Step]:
+    return [step for step in steps if step.state == REFUSED]
+
+
+def _download(observed: Observed) -> Step:
+    if observed.weights_complete:
+        return Step("download", DONE, "weights complete (manifest matches the files)")
+    return Step("download", TODO, "fetch or generate the weights")
+
+
+def _spec(desired: Desired, observed: Observed) -> Step:
+    if desired.spec is not None and observed.spec_file == desired.spec:
+        return Step("spec", DONE, "spec file up to date")
+    return Step("spec", TODO, "write the custom rerank spec (version 2)")
+
+
+def _register(desired: Desired, observed: Observed, replace: bool) -> Step:
+    registered = observed.registration
+    if registered is None:
+        return Step("register", TODO, f"register {desired.model_name}")
+    if desired.spec is not None:
+        differences = spec_differences(registered, desired.spec)
+    else:
+        uri = (registered.get("model_specs") or [{}])[0].get("model_uri")
+        differences = (
+            [] if uri == desired.model_uri else [f"model_uri: registered {uri!r}, wanted {desired.model_uri!r}"]
+        )
+    if not differences:
+        return Step("register", DONE, f"{desired.model_name} registered with the same spec")
+    if replace:
+        return Step("register", TODO, "replace the registration: " + "; ".join(differences), replace=True)
+    return Step("register", REFUSED, f"{desired.model_name} is registered with another spec: " + "; ".join(differences))
+
+
+def _launch(desired: Desired, observed: Observed, replace: bool, register_replaced: bool) -> Step:
+    instance = observed.instance
+    if instance is None or instance.get("status") == "ERROR":
+        return Step("launch", TODO, f"launch {desired.uid} with {desired.replica} replica(s)")
+    differences = _instance_differences(desired, instance, observed.replicas)
+    if register_replaced:
+        differences.append("the registration changes, so the running model must be relaunched")
+    if not differences:
+        return Step("launch", DONE, f"{desired.uid} runs {desired.model_name} with {desired.replica} replica(s)")
+    if replace:
+        return Step("launch", TODO, "relaunch: " + "; ".join(differences), replace=True)
+    return Step("launch", REFUSED, f"{desired.uid} is running differently: " + "; ".join(differences))
+
+
+def _instance_differences(desired: Desired, instance: dict, replicas: list[dict]) -> list[str]:
+    differences = []
+    if instance.get("model_name") != desired.model_name:
+        differences.append(f"model: running {instance.get('model_name')!r}, wanted {desired.model_name!r}")
+    if instance.get("replica") != desired.replica:
+        differences.append(f"replicas: running {instance.get('replica')}, wanted {desired.replica}")
+    if desired.gpu_idx:
+        running_gpus = sorted(i for r in replicas for i in (r.get("gpu_idx") or []))
+        if running_gpus != sorted(desired.gpu_idx):
+            differences.append(f"GPUs: running {running_gpus}, wanted {sorted(desired.gpu_idx)}")
+    if desired.worker_ip:
+        elsewhere = sorted(
+            {
+                r.get("worker_address", "")
+                for r in replicas
+                if not on_worker(r.get("worker_address", ""), desired.worker_ip)
+            }
+        )
+        if elsewhere:
+            differences.append(f"placement: replicas on {', '.join(elsewhere)}, wanted {desired.worker_ip}")
+    return differences
+
+
+def on_worker(address: str, worker_ip: str) -> bool:
+    """Xinference's --worker-ip takes a worker's full address or just its host."""
+    return address == worker_ip or address.split(":")[0] == worker_ip
+
+
+def _wait(desired: Desired, observed: Observed, launch: Step) -> Step:
+    if launch.state != DONE:
+        return Step("wait", TODO, f"wait until all {desired.replica} replicas are READY")
+    states = [r.get("status") for r in observed.replicas]
+    ready = states.count("READY")
+    if ready >= desired.replica and len(states) == ready:
+        return Step("wait", DONE, f"{ready}/{desired.replica} replicas READY")
+    return Step("wait", TODO, f"{ready}/{desired.replica} replicas READY ({', '.join(map(str, states)) or 'none'})")
+
+
+def _verify(desired: Desired, observed: Observed, earlier: list[Step]) -> Step:
+    if not desired.verify:
+        return Step("verify", DONE, "no verification asked")
+    if observed.verified and all(step.state == DONE for step in earlier):
+        return Step("verify", DONE, "verified since the instance started")
+    return Step("verify", TODO, "check that the deployment ranks correctly")

@@ -1,0 +1,58 @@
+"""Output: JSON for machines, short aligned text for people. Everything here goes to stdout."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+import click
+
+
+def emit_json(document: object) -> None:
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+
+
+def plan_text(steps: Iterable) -> str:
+    return "\n".join(f"  {step.name:<9} {step.state:<11} {step.detail}" for step in steps)
+
+
+def results_text(results: Iterable) -> str:
+    lines = [f"{'rank':>4}  {'score':>8}  {'index':>5}  document"]
+    for rank, result in enumerate(results, 1):
+        document = result.document.replace("\n", " ")
+        lines.append(f"{rank:>4}  {result.score:8.4f}  {result.index:>5}  {_clip(document, 80)}")
+    return "\n".join(lines)
+
+
+def report_text(report: dict) -> str:
+    lines = [f"{report['suite']} suite: {'PASSED' if report['passed'] else 'FAILED'}"]
+    for check in report["checks"]:
+        lines.append(f"  {'ok  ' if check['passed'] else 'FAIL'}  {check['name']:<38} {check['detail']}")
+    return "\n".join(lines)
+
+
+def status_text(status: dict) -> str:
+    auth = "on" if status["auth"] else "off"
+    lines = [f"server    {status['endpoint']}  Xinference {status['version']}  auth {auth}"]
+    for worker in status["workers"]:
+        memory = f"{(worker['mem_available'] or 0) / 2**30:.1f}/{(worker['mem_total'] or 0) / 2**30:.1f} GiB free"
+        replicas = ", ".join(worker["replicas"]) or "no replicas"
+        lines.append(
+            f"worker    {worker['address']}  {worker['cpu_count']} cores  {memory}  "
+            f"{worker['gpu_count']} GPUs  {replicas}"
+        )
+    lines.append(f"registered  {', '.join(status['registrations']) or '(no custom rerank models)'}")
+    for model in status["models"]:
+        lines.append(
+            f"model     {model['model_uid']} ({model['model_name']})  {model['status']}  "
+            f"{model['ready']}/{model['replica']} replicas READY"
+        )
+        for replica in model["replicas"]:
+            error = f"  {replica['error']}" if replica["error"] else ""
+            lines.append(f"            #{replica['id']} {replica['status']:<10} on {replica['worker']}{error}")
+    lines.append("healthy" if status["healthy"] else "UNHEALTHY: " + "; ".join(status["problems"]))
+    return "\n".join(lines)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
