@@ -1,0 +1,152 @@
+"""Shared test fixtures: an isolated environment, the demo model, a fake hub, one real server.
+
+The server is a real `xinference-local` with auth on (4.1's default), started once per session
+through xrerank's own `local.start` on a free loopback port, and stopped by its pid at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+# Read by modelscope at import time: fail fast instead of retrying for a minute.
+os.environ.update(
+    {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TQDM_DISABLE": "1",
+        "MODELSCOPE_DOWNLOAD_INTRA_CLOUD": "false",
+        "MODELSCOPE_REPO_TREE_PAGE_MAX_ATTEMPTS": "1",
+        "MODELSCOPE_REPO_TREE_PAGE_TIMEOUT_SECONDS": "2",
+        "MODELSCOPE_DOWNLOAD_MAX_RETRIES": "0",
+    }
+)
+_STRAY = (
+    "XRERANK_ENDPOINT",
+    "XINFERENCE_ENDPOINT",
+    "XRERANK_API_KEY",
+    "XRERANK_USERNAME",
+    "XRERANK_PASSWORD",
+    "XRERANK_TIMEOUT",
+    "MODELSCOPE_ENDPOINT",
+    "MODELSCOPE_API_TOKEN",
+)
+DEMO_REPO = "xrerank-tests/tiny-bge-reranker-v2-m3"
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path, monkeypatch):
+    """No test touches the user's home, caches or credentials."""
+    for name in _STRAY:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XRERANK_HOME", str(tmp_path / "xrerank-home"))
+    monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "modelscope-cache"))
+    monkeypatch.setenv("MODELSCOPE_HOME", str(tmp_path / "modelscope-home"))
+    import sys
+
+    if "modelscope_hub.config" in sys.modules:  # the client caches its settings per process
+        sys.modules["modelscope_hub.config"].set_default_config(None)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Cli:
+    """Runs xrerank in-process with stdout and stderr apart."""
+
+    def __init__(self) -> None:
+        try:
+            self._runner = CliRunner(mix_stderr=False)
+        except TypeError:  # click >= 8.2 always keeps them apart
+            self._runner = CliRunner()
+
+    def __call__(self, *args: str, input: str | bytes | None = None):
+        from xrerank.cli import cli
+
+        return self._runner.invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
+
+    def json(self, *args: str):
+        result = self(*args, "--json")
+        return result, json.loads(result.stdout)
+
+
+@pytest.fixture
+def run() -> Cli:
+    return Cli()
+
+
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory) -> Path:
+    from xrerank.demo import make_demo_model
+
+    return make_demo_model(tmp_path_factory.mktemp("weights") / "tiny-bge-reranker-v2-m3")
+
+
+@pytest.fixture(scope="session")
+def hub_repo(demo_model, tmp_path_factory) -> Path:
+    """The demo model as a hub repository: its files without xrerank's manifest."""
+    import shutil
+
+    repo = tmp_path_factory.mktemp("hub") / "repo"
+    shutil.copytree(demo_model, repo, ignore=shutil.ignore_patterns("xrerank-manifest.json"))
+    (repo / "README.md").write_text("# tiny bge-reranker-v2-m3 for tests\n")
+    return repo
+
+
+@pytest.fixture(scope="session")
+def fake_hub(hub_repo):
+    from fakehub import FakeHub
+
+    with FakeHub({DEMO_REPO: hub_repo}) as hub:
+        yield hub
+
+
+class Server:
+    def __init__(self, endpoint: str, credentials: dict, directory: Path) -> None:
+        self.endpoint = endpoint
+        self.credentials = credentials
+        self.directory = directory
+
+    @property
+    def admin_args(self) -> list[str]:
+        return [
+            "--endpoint",
+            self.endpoint,
+            "--username",
+            self.credentials["username"],
+            "--password",
+            self.credentials["password"],
+        ]
+
+    @property
+    def key_args(self) -> list[str]:
+        return ["--endpoint", self.endpoint, "--api-key", self.credentials["api_key"]]
+
+    def admin(self):
+        from xrerank.http import Credentials
+        from xrerank.server import Xinference
+
+        c = self.credentials
+        return Xinference(self.endpoint, Credentials(username=c["username"], password=c["password"]))
+
+
+@pytest.fixture(scope="session")
+def xinference(tmp_path_factory) -> Server:
+    from xrerank import local
+
+    directory = tmp_path_factory.mktemp("xinference")
+    server, started = local.start(directory, port=free_port(), auth=True, timeout=240)
+    assert started
+    try:
+        credentials = json.loads((directory / local.CREDENTIALS_FILE).read_text())
+        yield Server(server.endpoint, credentials, directory)
+    finally:
+        local.stop(directory)

@@ -1,0 +1,161 @@
+"""CLI behaviour that needs no Xinference: bad input, unreachable or foreign endpoints, output."""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from conftest import free_port
+
+from xrerank.http import server_reason
+
+
+@pytest.fixture
+def foreign_http_service():
+    """Some other web app: 404 {"detail": "Not Found"} on every path, as FastAPI apps answer."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _answer(self):
+            body = b'{"detail":"Not Found"}'
+            self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_DELETE = _answer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_help_lists_every_command(run):
+    result = run("--help")
+    for command in ("download", "spec", "register", "launch", "status", "rerank", "terminate", "unregister"):
+        assert command in result.stdout
+    for command in ("server", "make-demo-model", "deploy", "verify", "destroy", "up", "down"):
+        assert command in result.stdout
+
+
+def test_nothing_listening_is_exit_3_within_10_seconds(run):
+    started = time.monotonic()
+    result = run("--endpoint", f"http://127.0.0.1:{free_port()}", "status")
+    assert result.exit_code == 3
+    assert time.monotonic() - started < 10
+    assert result.stderr.startswith("error: cannot reach Xinference") and result.stderr.count("\n") == 1
+
+
+def test_an_endpoint_that_is_another_service_says_so(run, foreign_http_service):
+    result = run("--endpoint", foreign_http_service, "status")
+    assert result.exit_code == 3
+    assert "not the Xinference REST API" in result.stderr
+
+
+def test_a_register_against_another_service_explains_the_not_found(run, foreign_http_service, demo_model):
+    result = run("--endpoint", foreign_http_service, "register", "--model-dir", demo_model, "--model-name", "custom-x")
+    assert result.exit_code == 3
+    assert "not the Xinference REST API" in result.stderr and "check --endpoint" in result.stderr
+
+
+def test_spec_prints_the_json_xinference_accepts(run, demo_model):
+    result = run("spec", "--model-dir", demo_model, "--model-name", "custom-demo", "--max-tokens", "256")
+    assert result.exit_code == 0
+    spec = json.loads(result.stdout)
+    assert spec["version"] == 2 and spec["max_tokens"] == 256
+    assert spec["model_specs"][0]["model_uri"] == str(demo_model)
+
+
+def test_spec_writes_a_file(run, demo_model, tmp_path):
+    output = tmp_path / "spec.json"
+    assert run("spec", "--model-dir", demo_model, "--model-name", "custom-demo", "--output", output).exit_code == 0
+    assert json.loads(output.read_text())["model_name"] == "custom-demo"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model-name", "bge-reranker-v2-m3"], "built-in"),
+        (["--model-name", "has space"], "not allowed"),
+        (["--model-name", "custom-x", "--max-tokens", "600"], "exceeds"),
+    ],
+)
+def test_spec_refuses_bad_input_with_exit_2(run, demo_model, args, message):
+    result = run("spec", "--model-dir", demo_model, *args)
+    assert result.exit_code == 2 and message in result.stderr
+
+
+def test_a_directory_that_is_not_a_cross_encoder_never_reaches_the_server(run, tmp_path):
+    (tmp_path / "config.json").write_text('{"architectures": ["XLMRobertaModel"]}')
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    result = run("--endpoint", unreachable, "register", "--model-dir", tmp_path, "--model-name", "custom-x")
+    assert result.exit_code == 2 and "not a cross-encoder" in result.stderr
+
+
+def test_the_flat_json_of_old_guides_is_refused_with_the_reason(run, tmp_path, demo_model):
+    flat = tmp_path / "flat.json"
+    flat.write_text(json.dumps({"model_name": "custom-x", "model_id": "BAAI/bge-reranker-v2-m3", "model_uri": "x"}))
+    result = run("--endpoint", f"http://127.0.0.1:{free_port()}", "register", "--spec", flat)
+    assert result.exit_code == 2 and "no model_specs" in result.stderr
+
+
+def test_a_relative_model_uri_is_refused(run, tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"model_name": "custom-x", "model_specs": [{"model_uri": "tiny-model"}]}))
+    result = run("--endpoint", f"http://127.0.0.1:{free_port()}", "register", "--spec", spec)
+    assert result.exit_code == 2 and "absolute path" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--replica", "2", "--gpu-idx", "0,1,2"], "multiple of the replica count"),
+        (["--device", "cpu", "--use-fp16"], "6x slower"),
+        (["--device", "cpu", "--gpu-idx", "0"], "contradicts"),
+        (["--gpu-idx", "0,x"], "comma-separated"),
+        (["--gpu-idx", "0,0"], "distinct"),
+    ],
+)
+def test_launch_refuses_what_it_can_check_before_calling(run, args, message):
+    result = run("--endpoint", f"http://127.0.0.1:{free_port()}", "launch", "--model-name", "custom-x", *args)
+    assert result.exit_code == 2 and message in result.stderr
+
+
+def test_replica_zero_is_a_usage_error(run):
+    assert run("launch", "--model-name", "custom-x", "--replica", "0").exit_code == 2
+
+
+def test_a_docs_file_that_is_not_utf8_is_refused(run, tmp_path):
+    docs = tmp_path / "docs.txt"
+    docs.write_bytes(b"caf\xe9\n")
+    result = run("--endpoint", f"http://127.0.0.1:{free_port()}", "rerank", "q", "--docs-file", docs)
+    assert result.exit_code == 2 and "not UTF-8" in result.stderr
+
+
+def test_the_servers_text_plain_500_becomes_one_line():
+    body = "Internal Server Error: 3 validation errors for RerankRequest\nquery\n  str type expected"
+    assert server_reason(body) == "Internal Server Error: 3 validation errors for RerankRequest query str type expected"
+
+
+def test_the_actor_address_is_dropped_from_reasons():
+    body = json.dumps({"detail": "[address=127.0.0.1:45698, pid=12424] Model custom-x already registered"})
+    assert server_reason(body) == "Model custom-x already registered"
+
+
+def test_deploy_of_a_broken_file_is_exit_2(run, tmp_path):
+    broken = tmp_path / "d.yaml"
+    broken.write_text("version: 1\nweights: {source: demo}\nregistration: {model_name: x}\nlaunch: {replica: 0}\n")
+    result = run("deploy", broken)
+    assert result.exit_code == 2 and "d.yaml:4: launch.replica" in result.stderr
+
+
+def test_make_demo_model_warns_that_scores_are_meaningless(run, tmp_path):
+    result = run("make-demo-model", tmp_path / "demo")
+    assert result.exit_code == 0 and "meaningless" in result.stderr
+    assert (tmp_path / "demo" / "model.safetensors").is_file()

@@ -1,0 +1,83 @@
+from pathlib import Path
+
+import pytest
+
+from xrerank.config import load_deployment, weights_dir
+from xrerank.errors import BadInput
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+VALID = """\
+version: 1
+weights:
+  source: demo
+registration:
+  model_name: demo-x
+  max_tokens: 512
+launch:
+  replica: 2
+  device: cpu
+"""
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "deploy.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_demo_config():
+    deployment, _ = load_deployment(CONFIGS / "demo.yaml")
+    assert (deployment.weights.source, deployment.launch.replica, deployment.launch.device) == ("demo", 2, "cpu")
+    assert deployment.verify.suite == "mechanics"
+
+
+def test_shipped_cpu_config():
+    deployment, _ = load_deployment(CONFIGS / "bge-reranker-v2-m3-cpu.yaml")
+    assert deployment.weights.model_id == "AI-ModelScope/bge-reranker-v2-m3"
+    assert (deployment.launch.device, deployment.launch.use_fp16) == ("cpu", False)
+
+
+def test_shipped_gpu_config():
+    deployment, _ = load_deployment(CONFIGS / "bge-reranker-v2-m3-gpu.yaml")
+    launch = deployment.launch
+    assert (launch.replica, launch.gpu_idx, launch.use_fp16) == (2, [0, 1], True)
+    assert deployment.registration.max_tokens == 1024
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (("  device: cpu\n", "  device: cpu\n  bogus: 1\n"), r"deploy.yaml:10: launch.bogus: unknown key"),
+        (("  max_tokens: 512\n", "  max_tokens: '512'\n"), r"deploy.yaml:6: registration.max_tokens: .*integer"),
+        (("  replica: 2\n", "  replica: 0\n"), r"deploy.yaml:8: launch.replica: .*greater than or equal to 1"),
+        (("  replica: 2\n", "  replica: -1\n"), r"deploy.yaml:8: launch.replica"),
+        (("  device: cpu\n", "  device: tpu\n"), r"deploy.yaml:9: launch.device: .*'cpu', 'cuda' or 'auto'"),
+        (("version: 1\n", "version: 7\n"), r"version 7 is not supported"),
+        (("  source: demo\n", "  source: modelscope\n"), r"deploy.yaml:2: weights: .*needs model_id"),
+        (("registration:\n  model_name: demo-x\n", "registration:\n"), r"registration.model_name: required"),
+    ],
+)
+def test_wrong_files_name_the_line_and_the_key(tmp_path, change, message):
+    assert change[0] in VALID
+    with pytest.raises(BadInput, match=message):
+        load_deployment(_write(tmp_path, VALID.replace(*change)))
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    with pytest.raises(BadInput, match=r"deploy.yaml:3: not valid YAML"):
+        load_deployment(_write(tmp_path, "version: 1\nweights:\n  source: demo: x\n"))
+
+
+def test_not_a_mapping(tmp_path):
+    with pytest.raises(BadInput, match="YAML mapping"):
+        load_deployment(_write(tmp_path, "- a\n- b\n"))
+
+
+def test_relative_weights_dir_starts_at_the_file(tmp_path):
+    deployment, base = load_deployment(_write(tmp_path, VALID.replace("  source: demo\n", "  source: demo\n  dir: w\n")))
+    assert weights_dir(deployment, base, Path("/home")) == tmp_path / "w"
+
+
+def test_default_weights_dir_is_under_xrerank_home(tmp_path):
+    deployment, base = load_deployment(_write(tmp_path, VALID))
+    assert weights_dir(deployment, base, Path("/h")) == Path("/h/models/demo-x")
