@@ -73,8 +73,8 @@ class Cli:
 
         return self._runner.invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
 
-    def json(self, *args: str):
-        result = self(*args, "--json")
+    def json(self, *args: str, input: str | bytes | None = None):
+        result = self(*args, "--json", input=input)
         return result, json.loads(result.stdout)
 
 

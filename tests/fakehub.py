@@ -89,7 +89,9 @@ class FakeHub:
                 rest = parts[5:]
                 if rest == ["repo", "files"]:
                     files = hub._files(repo_id)
-                    return self._json(200, {"Code": 200, "Data": {"Files": files}, "Message": "success", "Success": True})
+                    return self._json(
+                        200, {"Code": 200, "Data": {"Files": files}, "Message": "success", "Success": True}
+                    )
                 if rest == ["repo"] and "FilePath" in query:
                     data = hub._body(repo_id, query["FilePath"])
                     return self._json(404, _NOT_FOUND) if data is None else self._bytes(data)

@@ -74,7 +74,9 @@ def test_not_a_mapping(tmp_path):
 
 
 def test_relative_weights_dir_starts_at_the_file(tmp_path):
-    deployment, base = load_deployment(_write(tmp_path, VALID.replace("  source: demo\n", "  source: demo\n  dir: w\n")))
+    deployment, base = load_deployment(
+        _write(tmp_path, VALID.replace("  source: demo\n", "  source: demo\n  dir: w\n"))
+    )
     assert weights_dir(deployment, base, Path("/home")) == tmp_path / "w"
 
 

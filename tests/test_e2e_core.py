@@ -1,0 +1,175 @@
+"""The core workflow end to end through the CLI, against a real xinference-local (auth on).
+
+download (real modelscope client, fake hub) -> spec -> register -> launch --replica 2 --device cpu
+-> status -> rerank -> terminate -> unregister.
+"""
+
+import json
+
+import pytest
+from conftest import DEMO_REPO
+
+from xrerank.client import Reranker
+
+pytestmark = pytest.mark.e2e
+MODEL_NAME = "custom-tiny-bge-reranker"
+UID = "core-reranker"
+DOCUMENTS = [
+    "Artificial intelligence is the study of machines that learn.",
+    "Apples are rich in dietary fibre.",
+    "Paris is the capital of France.",
+    "特斯拉上海超级工厂位于上海临港。",
+    "hi",
+]
+
+
+@pytest.fixture(scope="module")
+def pipeline(xinference, fake_hub, tmp_path_factory):
+    """Download, write the spec, register and launch once; the tests below inspect the result."""
+    from conftest import Cli
+
+    run = Cli()
+    weights = tmp_path_factory.mktemp("core") / "weights"
+    spec_file = weights.parent / "spec.json"
+    outputs = {}
+    outputs["download"] = run("download", DEMO_REPO, "--local-dir", weights, "--hub-endpoint", fake_hub.url)
+    outputs["spec"] = run(
+        "spec", "--model-dir", weights, "--model-name", MODEL_NAME, "--max-tokens", "512", "--output", spec_file
+    )
+    outputs["register"] = run(*xinference.admin_args, "register", "--spec", spec_file, "--json")
+    outputs["launch"] = run(
+        *xinference.admin_args, "launch", "--model-name", MODEL_NAME, "--model-uid", UID,
+        "--replica", "2", "--device", "cpu", "--timeout", "240", "--json",
+    )  # fmt: skip
+    # Right after launch returns, every request must succeed: no 503 from a replica still loading.
+    strict = Reranker(xinference.endpoint, UID, api_key=xinference.credentials["api_key"], retry_for=0)
+    right_after = [strict.rerank("What is AI?", DOCUMENTS) for _ in range(20)]
+    yield {"run": run, "weights": weights, "spec_file": spec_file, "outputs": outputs, "right_after": right_after}
+    xinference.admin().terminate(UID) if UID in {m["id"] for m in xinference.admin().models()} else None
+
+
+def test_every_step_succeeded(pipeline):
+    for step, result in pipeline["outputs"].items():
+        assert result.exit_code == 0, f"{step}: {result.stderr}"
+    assert json.loads(pipeline["outputs"]["register"].stdout)["outcome"] == "registered"
+    launched = json.loads(pipeline["outputs"]["launch"].stdout)
+    assert (launched["outcome"], launched["replica"]) == ("launched", 2)
+
+
+def test_twenty_requests_right_after_launch_all_succeed(pipeline):
+    assert len(pipeline["right_after"]) == 20
+    assert all(len(results) == len(DOCUMENTS) for results in pipeline["right_after"])
+
+
+def test_served_scores_equal_the_in_process_cross_encoder(pipeline, xinference):
+    from sentence_transformers import CrossEncoder
+
+    result, answer = pipeline["run"].json(*xinference.key_args, "rerank", "--model-uid", UID, "What is AI?", *DOCUMENTS)
+    assert result.exit_code == 0, result.stderr
+    assert "meaningless" not in result.stderr  # weights from a hub, not the demo generator
+    expected = CrossEncoder(str(pipeline["weights"]), device="cpu").predict([("What is AI?", d) for d in DOCUMENTS])
+    served = {item["index"]: item["score"] for item in answer["results"]}
+    assert sorted(served) == list(range(len(DOCUMENTS)))
+    for index, score in served.items():
+        assert score == pytest.approx(float(expected[index]), abs=1e-5)
+    scores = [item["score"] for item in answer["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert all(DOCUMENTS[item["index"]] == item["document"] for item in answer["results"])
+
+
+def test_top_n_and_docs_from_stdin(pipeline, xinference):
+    result, answer = pipeline["run"].json(
+        *xinference.key_args, "rerank", "--model-uid", UID, "--top-n", "2", "--docs-file", "-", "What is AI?",
+        input="\n".join(DOCUMENTS) + "\n",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert len(answer["results"]) == 2
+
+
+def test_an_empty_query_is_bad_input(pipeline, xinference):
+    result = pipeline["run"](*xinference.key_args, "rerank", "--model-uid", UID, "  ", "doc")
+    assert result.exit_code == 2 and "query is empty" in result.stderr
+
+
+def test_status_shows_every_replica_ready(pipeline, xinference):
+    result, status = pipeline["run"].json(*xinference.admin_args, "status", "--model-uid", UID)
+    assert result.exit_code == 0, result.stdout
+    assert status["healthy"] and status["auth"] is True and status["version"] == "4.1.0"
+    model = next(m for m in status["models"] if m["model_uid"] == UID)
+    assert [r["status"] for r in model["replicas"]] == ["READY", "READY"]
+    assert MODEL_NAME in status["registrations"]
+    worker = status["workers"][0]
+    assert {f"{UID}#0", f"{UID}#1"} <= set(worker["replicas"]) and worker["cpu_count"] >= 1
+
+
+def test_the_same_register_and_launch_again_are_unchanged(pipeline, xinference):
+    run = pipeline["run"]
+    result, answer = run.json(*xinference.admin_args, "register", "--spec", pipeline["spec_file"])
+    assert result.exit_code == 0 and answer["outcome"] == "unchanged"
+    result, answer = run.json(
+        *xinference.admin_args, "launch", "--model-name", MODEL_NAME, "--model-uid", UID, "--replica", "2"
+    )
+    assert result.exit_code == 0 and answer["outcome"] == "unchanged"
+
+
+def test_another_spec_under_the_name_shows_the_difference(pipeline, xinference):
+    result = pipeline["run"](
+        *xinference.admin_args, "register", "--model-dir", pipeline["weights"], "--model-name", MODEL_NAME,
+        "--max-tokens", "256",
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "max_tokens: registered 512, wanted 256" in result.stderr and "--replace" in result.stderr
+
+
+def test_another_replica_count_for_a_running_uid_is_refused(pipeline, xinference):
+    result = pipeline["run"](
+        *xinference.admin_args, "launch", "--model-name", MODEL_NAME, "--model-uid", UID, "--replica", "1"
+    )
+    assert result.exit_code == 1 and "replicas: running 2, wanted 1" in result.stderr
+
+
+def test_an_api_key_may_rerank_but_not_register(pipeline, xinference):
+    result = pipeline["run"](
+        *xinference.key_args, "register", "--model-dir", pipeline["weights"], "--model-name", MODEL_NAME,
+        "--max-tokens", "256", "--replace",
+    )  # fmt: skip
+    assert result.exit_code == 3
+    assert "API keys may only query and rerank" in result.stderr
+    registered = xinference.admin().registration(MODEL_NAME)
+    assert registered["max_tokens"] == 512  # nothing changed on the server
+
+
+def test_no_credentials_and_a_wrong_password_are_exit_3(pipeline, xinference):
+    result = pipeline["run"]("--endpoint", xinference.endpoint, "status")
+    assert result.exit_code == 3 and "refused" in result.stderr
+    result = pipeline["run"]("--endpoint", xinference.endpoint, "--username", "admin", "--password", "nope", "status")
+    assert result.exit_code == 3 and result.stderr.count("\n") == 1 and "wrong username or password" in result.stderr
+
+
+def test_gpu_indexes_on_a_gpu_less_worker_fail_with_the_servers_reason(pipeline, xinference):
+    result = pipeline["run"](
+        *xinference.admin_args, "launch", "--model-name", MODEL_NAME, "--model-uid", "gpu-try", "--gpu-idx", "0",
+        "--timeout", "60",
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "cannot use the GPUs with these indexes" in result.stderr
+    assert "gpu-try" not in {m["id"] for m in xinference.admin().models()}
+
+
+def test_teardown_is_idempotent_and_status_shows_it_gone(pipeline, xinference):
+    run = pipeline["run"]
+    assert run.json(*xinference.admin_args, "terminate", "--model-uid", UID)[1]["outcome"] == "terminated"
+    assert run.json(*xinference.admin_args, "terminate", "--model-uid", UID)[1]["outcome"] == "absent"
+    assert run.json(*xinference.admin_args, "unregister", "--model-name", MODEL_NAME)[1]["outcome"] == "unregistered"
+    assert run.json(*xinference.admin_args, "unregister", "--model-name", MODEL_NAME)[1]["outcome"] == "absent"
+    result, status = run.json(*xinference.admin_args, "status", "--model-uid", UID, "--model-name", MODEL_NAME)
+    assert result.exit_code == 1 and not status["healthy"]
+    assert f"{UID} is not running" in status["problems"] and f"{MODEL_NAME} is not registered" in status["problems"]
+    assert UID not in {m["model_uid"] for m in status["models"]}
+
+
+def test_no_secret_appears_in_any_output(pipeline, xinference):
+    secrets = [xinference.credentials["password"], xinference.credentials["api_key"]]
+    for step, result in pipeline["outputs"].items():
+        for secret in secrets:
+            assert secret not in result.stdout + result.stderr, step
