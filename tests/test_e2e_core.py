@@ -156,6 +156,30 @@ def test_gpu_indexes_on_a_gpu_less_worker_fail_with_the_servers_reason(pipeline,
     assert "gpu-try" not in {m["id"] for m in xinference.admin().models()}
 
 
+def test_a_gpu_count_on_a_gpu_less_worker_fails_with_the_servers_reason(pipeline, xinference):
+    result = pipeline["run"](
+        *xinference.admin_args, "launch", "--model-name", MODEL_NAME, "--model-uid", "gpu-count", "--n-gpu", "1",
+        "--timeout", "60",
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "not greater than the number of GPUs: 0" in result.stderr
+
+
+def test_fp16_on_a_cpu_only_server_is_refused_before_launching(pipeline, xinference):
+    result = pipeline["run"](
+        *xinference.admin_args, "launch", "--model-name", MODEL_NAME, "--model-uid", "fp16-try", "--use-fp16"
+    )
+    assert result.exit_code == 2 and "6x slower" in result.stderr
+    assert xinference.admin().instance("fp16-try") is None
+
+
+def test_an_expired_user_token_is_replaced_by_a_new_login(pipeline, xinference):
+    server = xinference.admin()
+    server.api._user_token = "expired.jwt.token"  # what a 30-minute token becomes
+    assert server.version() == "4.1.0"
+    assert server.api._user_token != "expired.jwt.token"
+
+
 def test_teardown_is_idempotent_and_status_shows_it_gone(pipeline, xinference):
     run = pipeline["run"]
     assert run.json(*xinference.admin_args, "terminate", "--model-uid", UID)[1]["outcome"] == "terminated"

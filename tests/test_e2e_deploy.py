@@ -160,3 +160,14 @@ def test_up_demo_starts_a_server_deploys_and_shows_a_ranking(run, tmp_path, monk
     finally:
         assert run("down").stdout.strip() == "stopped"
     assert run("down").stdout.strip() == "not running"
+
+
+def test_up_with_the_hub_unreachable_says_so_and_points_to_the_demo(run, admin, xinference, monkeypatch):
+    from conftest import free_port
+
+    monkeypatch.setenv("MODELSCOPE_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    result = run(*admin, "up")
+    assert result.exit_code == 3
+    assert result.stderr.count("\n") == 1 and "cannot reach the model hub" in result.stderr
+    assert "xrerank up --demo" in result.stderr
+    assert xinference.admin().registration("custom-bge-reranker-v2-m3") is None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .errors import BadInput, XrerankError
+from .errors import BadInput, Unreachable, XrerankError
 from .render import emit_json, plan_text, report_text, results_text, status_text
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:9997"
@@ -650,10 +650,12 @@ def up(connection, file, demo, port, wait_for, as_json):
     file = file or REPO_CONFIGS / ("demo.yaml" if demo else "bge-reranker-v2-m3-cpu.yaml")
     if not file.is_file():
         raise BadInput(f"{file} not found; pass a deployment FILE")
-    if connection.endpoint is None:
-        connection.endpoint = f"http://127.0.0.1:{port}"
+    embedded = f"http://127.0.0.1:{port}"
+    connection.endpoint = connection.endpoint or embedded
     if not _answers(connection.endpoint):
-        progress(f"starting Xinference on {connection.endpoint} (about 30 s)")
+        if connection.endpoint.rstrip("/") != embedded:
+            raise Unreachable(f"nothing answers at {connection.endpoint}; drop --endpoint to use the embedded server")
+        progress(f"starting Xinference on {embedded} (about 30 s)")
         start(default_server_dir(), port, auth=True, timeout=wait_for)
     target, server = _load(connection, file)
     result = run(server, target, time.monotonic() + wait_for, progress=progress)

@@ -118,10 +118,13 @@ class Xinference:
     def workers(self) -> list[dict]:
         return [node for node in self.nodes() if node.get("node_type") == "Worker"]
 
+    def registrations(self) -> list[dict]:
+        """Every rerank name the server knows, built-in or custom: [{"model_name", "is_builtin"}]."""
+        return self.api.get("/v1/model_registrations/rerank")
+
     def registration(self, model_name: str) -> dict | None:
         """The registered spec of a custom rerank model, or None when no such name is registered."""
-        names = {entry["model_name"]: entry for entry in self.api.get("/v1/model_registrations/rerank")}
-        if model_name not in names:
+        if model_name not in {entry["model_name"] for entry in self.registrations()}:
             return None
         return self.api.get(f"/v1/model_registrations/rerank/{quote(model_name, safe='')}")
 

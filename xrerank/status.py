@@ -19,7 +19,7 @@ def gather_status(server: Xinference, model_uid: str | None = None, model_name: 
     problems: list[str] = []
     workers = {w["ip_address"]: _worker_view(w) for w in server.workers()}
     status["workers"] = list(workers.values())
-    registrations = [r["model_name"] for r in server.api.get("/v1/model_registrations/rerank") if not r["is_builtin"]]
+    registrations = [r["model_name"] for r in server.registrations() if not r["is_builtin"]]
     status["registrations"] = registrations
     instances = [_instance_view(i) for i in server.instances()]
     for instance in instances:
