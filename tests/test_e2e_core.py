@@ -41,6 +41,8 @@ def pipeline(xinference, fake_hub, tmp_path_factory):
         *xinference.admin_args, "launch", "--model-name", MODEL_NAME, "--model-uid", UID,
         "--replica", "2", "--device", "cpu", "--timeout", "240", "--json",
     )  # fmt: skip
+    for step, result in outputs.items():
+        assert result.exit_code == 0, f"{step}: {result.stderr}"
     # Right after launch returns, every request must succeed: no 503 from a replica still loading.
     strict = Reranker(xinference.endpoint, UID, api_key=xinference.credentials["api_key"], retry_for=0)
     right_after = [strict.rerank("What is AI?", DOCUMENTS) for _ in range(20)]

@@ -22,7 +22,7 @@ from pathlib import Path
 from .client import Reranker
 from .config import Deployment, weights_dir
 from .demo import DEMO_MODEL_ID, make_demo_model
-from .errors import BadInput, Conflict, ServerError, XrerankError
+from .errors import BadInput, Conflict, ServerError, TimedOut, XrerankError
 from .hub import download
 from .modeldir import inspect_model_dir, read_complete_manifest, write_json_atomically
 from .plan import DONE, REFUSED, Desired, Observed, Step, on_worker, plan, refused
@@ -112,8 +112,33 @@ def launch_model(
     threads = cpu_threads(server, settings)
     progress(f"launching {uid}: {settings.replica} replica(s)" + (f", {threads} thread(s) each" if threads else ""))
     server.launch(settings, threads)
-    _wait(server, settings, deadline, progress)
+    try:
+        _wait(server, settings, deadline, progress)
+    except ServerError as exc:
+        if not _lost_the_cache_link_race(exc):
+            raise
+        # Xinference 4.1's cache_uri() checks for the model's cache link, then creates it: on the
+        # first launch of a model, concurrent replicas race and one fails with FileExistsError.
+        # The link exists now, so a second launch cannot race.
+        progress(f"{uid}: Xinference raced creating its cache link for the first launch; launching again")
+        _wait_until_gone(server, uid, deadline)
+        server.launch(settings, threads)
+        _wait(server, settings, deadline, progress)
     return outcome
+
+
+def _lost_the_cache_link_race(error: ServerError) -> bool:
+    text = str(error)
+    return "File exists" in text and "/cache/" in text
+
+
+def _wait_until_gone(server: Xinference, uid: str, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        instance = server.instance(uid)
+        if instance is None or instance.get("status") == "ERROR":
+            return
+        time.sleep(0.5)
+    raise TimedOut(f"{uid} was not terminated before the deadline")
 
 
 def _wait(server: Xinference, settings: LaunchSettings, deadline: float, progress: Progress) -> None:

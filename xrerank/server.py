@@ -180,7 +180,6 @@ class Xinference:
                 reason = failed[0].get("error_message") or failed[0].get("status")
                 raise ServerError(f"replica {failed[0].get('replica_id')} of {model_uid} failed: {reason}")
             if len(replicas) >= replica and all(state == READY for state in states):
-                self._wait_until_serving(model_uid, replica, deadline)
                 return replicas
             if not replicas:
                 self._raise_if_launch_failed(model_uid)
@@ -190,27 +189,6 @@ class Xinference:
                     "it may still be loading: run `xrerank status` or raise --timeout"
                 )
             time.sleep(1.0)
-
-    def _wait_until_serving(self, model_uid: str, replica: int, deadline: float) -> None:
-        """Rerank until 2 x `replica` requests in a row succeed.
-
-        All replicas READY is not yet "serving": measured on 4.1.0, the supervisor can still
-        answer 503 "is launching, not yet ready for inference" right after that. The supervisor
-        hands requests to replicas in turn, so 2 x replica successes in a row reach each one.
-        """
-        probe = {"model": model_uid, "query": "ready?", "documents": ["probe"]}
-        in_a_row = 0
-        while in_a_row < 2 * replica:
-            try:
-                self.api.post("/v1/rerank", json=probe)
-                in_a_row += 1
-            except ServerError as exc:
-                if exc.status != 503:
-                    raise
-                if time.monotonic() >= deadline:
-                    raise TimedOut(f"{model_uid}: replicas READY but still answering 503 at the deadline") from None
-                in_a_row = 0
-                time.sleep(0.5)
 
     def _raise_if_launch_failed(self, model_uid: str) -> None:
         record = self.instance(model_uid)
