@@ -78,7 +78,7 @@ def _snapshot(model_id: str, directory: Path, revision: str, endpoint: str | Non
         raise XrerankError(f"download of {model_id} from {where} failed: {_summary(exc)}") from None
     except NetworkError as exc:
         raise Unreachable(
-            f"cannot reach the model hub at {where} ({_summary(exc)}); offline? try the demo model: xrerank up --demo"
+            f"cannot reach the model hub at {where} ({_network_reason(exc)}); offline? try the demo model: xrerank up --demo"
         ) from None
     except HubError as exc:
         raise XrerankError(
@@ -90,3 +90,15 @@ def _summary(exc: BaseException) -> str:
     """The client's first two lines: for integrity failures the second names the file and the hashes."""
     lines = [line.strip(" -") for line in str(exc).splitlines() if line.strip()]
     return "; ".join(lines[:2]) if lines else type(exc).__name__
+
+
+def _network_reason(exc: BaseException) -> str:
+    text = str(exc)
+    for marker, reason in (
+        ("Connection refused", "connection refused"),
+        ("NameResolution", "host name not resolved"),
+        ("timed out", "timed out"),
+    ):
+        if marker in text:
+            return reason
+    return _summary(exc)[:200]
