@@ -78,7 +78,8 @@ def _snapshot(model_id: str, directory: Path, revision: str, endpoint: str | Non
         raise XrerankError(f"download of {model_id} from {where} failed: {_summary(exc)}") from None
     except NetworkError as exc:
         raise Unreachable(
-            f"cannot reach the model hub at {where} ({_network_reason(exc)}); offline? try the demo model: xrerank up --demo"
+            f"cannot reach the model hub at {where} ({_network_reason(exc)}); "
+            "offline? try the demo model: xrerank up --demo"
         ) from None
     except HubError as exc:
         raise XrerankError(
