@@ -316,8 +316,8 @@ def deploy(
 ) -> DeployResult:
     """Compare, plan, and carry out the plan in order; the plan is redone once the weights are known."""
     steps = plan(*observe(server, target), replace=replace)
-    if refused(steps) and not dry_run:
-        raise Conflict("; ".join(step.detail for step in refused(steps)) + "; use --replace to change it")
+    if not dry_run:
+        _raise_if_refused(steps)
     result = DeployResult(steps, [], None, target.settings.uid, server.endpoint)
     if dry_run:
         return result
@@ -326,8 +326,7 @@ def deploy(
         _ensure_weights(target)
         result.carried_out.append("download")
         steps = plan(*observe(server, target), replace=replace)
-        if refused(steps):
-            raise Conflict("; ".join(step.detail for step in refused(steps)) + "; use --replace to change it")
+        _raise_if_refused(steps)
     spec = desired_spec(target)
     assert spec is not None  # the weights are complete here
     by_name = {step.name: step for step in steps}
@@ -346,6 +345,11 @@ def deploy(
         result.verification = _verify_and_stamp(server, target, spec, progress)
         result.carried_out.append("verify")
     return result
+
+
+def _raise_if_refused(steps: list[Step]) -> None:
+    if refused(steps):
+        raise Conflict("; ".join(step.detail for step in refused(steps)) + "; use --replace to change it")
 
 
 def _verify_and_stamp(server: Xinference, target: Target, spec: dict, progress: Progress) -> Report:
