@@ -104,6 +104,16 @@ def test_status_shows_every_replica_ready(pipeline, xinference):
     assert {f"{UID}#0", f"{UID}#1"} <= set(worker["replicas"]) and worker["cpu_count"] >= 1
 
 
+def test_status_with_an_api_key_sees_the_models_but_not_the_cluster(pipeline, xinference):
+    result, status = pipeline["run"].json(*xinference.key_args, "status", "--model-uid", UID)
+    assert result.exit_code == 0 and status["healthy"]
+    assert status["version"] is None and status["workers"] == []
+    assert [r["status"] for r in next(m for m in status["models"] if m["model_uid"] == UID)["replicas"]] == [
+        "READY",
+        "READY",
+    ]
+
+
 def test_the_same_register_and_launch_again_are_unchanged(pipeline, xinference):
     run = pipeline["run"]
     result, answer = run.json(*xinference.admin_args, "register", "--spec", pipeline["spec_file"])

@@ -59,6 +59,23 @@ def test_deploy_from_nothing_ends_deployed_and_verified(run, admin, xinference):
     assert [r["status"] for r in replicas] == ["READY", "READY"]
 
 
+def test_the_memory_estimate_matches_what_a_replica_uses(xinference):
+    import psutil
+
+    from xrerank.demo import DEMO_CONFIG, DEMO_VOCAB_SIZE
+    from xrerank.doctor import GIB, estimate_memory, parameters_from_config
+
+    replicas = [
+        p for p in psutil.process_iter(["cmdline"]) if " ".join(p.info["cmdline"] or []).startswith(f"Model: {UID}-rep")
+    ]
+    assert len(replicas) == 2
+    measured = max(p.memory_info().rss for p in replicas)
+    config = {**DEMO_CONFIG, "vocab_size": DEMO_VOCAB_SIZE}
+    estimate = estimate_memory(config, parameters_from_config(config), 512, fp16=False, on_gpu=False).total
+    print(f"demo replica: measured RSS {measured / GIB:.2f} GiB, estimated {estimate / GIB:.2f} GiB")
+    assert 0.6 * measured <= estimate <= 1.6 * measured
+
+
 def test_a_second_deploy_changes_nothing(run, admin, xinference):
     created = xinference.admin().instance(UID)["instance_created_ts"]
     result, answer = run.json(*admin, "deploy", DEMO)

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from .errors import BadInput, Unreachable, XrerankError
-from .render import emit_json, plan_text, report_text, results_text, status_text
+from .render import emit_json, findings_text, plan_text, report_text, results_text, status_text
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:9997"
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -415,7 +415,7 @@ def _read_documents(stream) -> list[str]:
 
 
 def _rerank_target(server, model_uid: str | None) -> tuple[str, bool]:
-    from .demo import DEMO_MODEL_ID
+    from .demo import is_random_model
 
     models = [m for m in server.models() if m.get("model_type") == "rerank"]
     if model_uid is None:
@@ -426,7 +426,7 @@ def _rerank_target(server, model_uid: str | None) -> tuple[str, bool]:
     name = next((m["model_name"] for m in models if m["id"] == model_uid), None)
     registration = server.registration(name) if name else None
     model_id = ((registration or {}).get("model_specs") or [{}])[0].get("model_id")
-    return model_uid, model_id == DEMO_MODEL_ID
+    return model_uid, is_random_model(model_id)
 
 
 # --- the declarative commands ------------------------------------------------------------------
@@ -445,10 +445,11 @@ def _load(connection: Connection, file: Path):
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Show the plan, change nothing.")
 @click.option("--replace", is_flag=True, help="Apply changes the server cannot take in place (restarts the model).")
+@click.option("--skip-preflight", is_flag=True, help="Deploy even when `xrerank doctor` finds a failure.")
 @click.option("--timeout", "wait_for", type=click.FloatRange(min=1), default=900, show_default=True)
 @json_option
 @click.pass_obj
-def deploy(connection, file, dry_run, replace, wait_for, as_json):
+def deploy(connection, file, dry_run, replace, skip_preflight, wait_for, as_json):
     """Make the server run what FILE describes: download, spec, register, launch, wait, verify.
 
     Each step is skipped when already so; a second run changes nothing. Interrupted, the next
@@ -457,12 +458,16 @@ def deploy(connection, file, dry_run, replace, wait_for, as_json):
     \b
         xrerank deploy configs/demo.yaml
     """
-    from .deploy import VerificationFailed
+    from .deploy import PreflightFailed, VerificationFailed
     from .deploy import deploy as run
 
     target, server = _load(connection, file)
     try:
-        result = run(server, target, time.monotonic() + wait_for, replace, dry_run, progress)
+        result = run(server, target, time.monotonic() + wait_for, replace, dry_run, progress, not skip_preflight)
+    except PreflightFailed as exc:
+        if as_json:
+            emit_json({"deployed": False, "preflight": [finding.as_dict() for finding in exc.failed]})
+        raise
     except VerificationFailed as exc:
         if as_json:
             emit_json({"deployed": False, "verification": exc.report.as_dict()})
@@ -538,6 +543,42 @@ def destroy(connection, file, purge_weights, as_json):
     outcome = run(server, target, purge_weights)
     text = ", ".join(f"{step}: {what}" for step, what in outcome.items())
     _done({"model_uid": target.settings.uid, **outcome}, as_json, f"{target.settings.uid}: {text}")
+
+
+@cli.command()
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+@click.pass_context
+def doctor(ctx, file, as_json):
+    """Find the known traps and capacity problems before a deploy; exit 1 when a check fails.
+
+    Checks this machine; the server when --endpoint (or FILE) names one; FILE's deployment
+    against that server's workers.
+
+    \b
+        xrerank doctor configs/bge-reranker-v2-m3-gpu.yaml --json
+    """
+    from .doctor import FAIL, machine_findings, probe_machine, worst
+
+    connection = ctx.obj
+    findings = machine_findings(probe_machine())
+    if file is not None:
+        from .doctor import preflight
+
+        target, server = _load(connection, file)
+        findings += preflight(server, target, machine=False)
+    elif connection.endpoint is not None:
+        from .doctor import server_findings
+
+        findings += server_findings(connection.server(), needs_admin=False)[0]
+    verdict = worst(findings)
+    if as_json:
+        emit_json({"verdict": verdict, "findings": [finding.as_dict() for finding in findings]})
+    else:
+        click.echo(findings_text(findings))
+        click.echo(f"verdict: {verdict}")
+    if verdict == FAIL:
+        sys.exit(1)
 
 
 # --- the embedded local server -------------------------------------------------------------------

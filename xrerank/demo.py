@@ -13,80 +13,63 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .errors import BadInput
 from .modeldir import read_complete_manifest, write_manifest
 
 DEMO_MODEL_ID = "xrerank/demo-bge-reranker-v2-m3"
+RANDOM_MODEL_PREFIX = "xrerank/"  # every model_id this module generates: random weights
+
+
+def is_random_model(model_id: str | None) -> bool:
+    return bool(model_id) and str(model_id).startswith(RANDOM_MODEL_PREFIX)
+
+
 DEMO_WARNING = "demo model: random weights, its scores are meaningless"
+DEMO_CONFIG = {
+    "model_type": "xlm-roberta",
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 128,
+    "max_position_embeddings": 514,
+    "type_vocab_size": 1,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+    "num_labels": 1,
+    # Wide initial weights so that random scores spread out instead of all sitting near 0.5.
+    "initializer_range": 0.2,
+    "architectures": ["XLMRobertaForSequenceClassification"],
+}
+DEMO_VOCAB_SIZE = 522
 _SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0-4, as in XLM-RoBERTa
-_WORDS = [
-    "what",
-    "is",
-    "the",
-    "capital",
-    "of",
-    "france",
-    "paris",
-    "beijing",
-    "shanghai",
-    "apple",
-    "fruit",
-    "fibre",
-    "company",
-    "phone",
-    "model",
-    "great",
-    "wall",
-    "dynasty",
-    "motors",
-    "tesla",
-    "factory",
-    "inventor",
-    "edison",
-    "python",
-    "code",
-    "performance",
-    "cython",
-    "javascript",
-    "async",
-    "climate",
-    "change",
-    "polar",
-    "ecology",
-    "ice",
-    "bear",
-    "ocean",
-    "rerank",
-    "document",
-    "query",
-    "search",
-    "retrieval",
-    "vector",
-    "index",
-    "machine",
-    "learning",
-    "artificial",
-    "intelligence",
-    "model",
-    "weights",
-    "server",
-]
+_WORDS = (
+    "what is the capital of france paris beijing shanghai apple fruit fibre company phone model "
+    "great wall dynasty motors tesla factory inventor edison python code performance cython "
+    "javascript async climate change polar ecology ice bear ocean rerank document query search "
+    "retrieval vector index machine learning artificial intelligence model weights server"
+).split()
 _CJK = "中国的首都是哪里苹果公司最新发布手机型号长城建造于哪个朝代特斯拉在工厂位于如何提高代码性能气候变化极地生态"
 
 
 def make_demo_model(directory: str | Path, seed: int = 0) -> Path:
     """Write the demo model to `directory` (a no-op when it is already complete) and return its path."""
+    return make_random_model(directory, DEMO_CONFIG, DEMO_MODEL_ID, seed)
+
+
+def make_random_model(directory: str | Path, config: dict, model_id: str, seed: int = 0) -> Path:
+    """A random-weight XLM-RoBERTa reranker of any size (benchmarks use a base-size one)."""
     target = Path(directory).expanduser().resolve()
     if read_complete_manifest(target) is not None:
         return target
     if target.exists() and any(target.iterdir()):
-        from .errors import BadInput
-
         raise BadInput(f"{target} exists and is not an xrerank model directory; choose an empty or new directory")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        _write_model(staging, seed)
-        write_manifest(staging, {"source": "demo", "model_id": DEMO_MODEL_ID, "revision": f"seed-{seed}"})
+        _write_model(staging, config, seed)
+        write_manifest(staging, {"source": "demo", "model_id": model_id, "revision": f"seed-{seed}"})
+        staging.chmod(0o755)  # mkdtemp makes it private; the server may run as another user
         if target.exists():
             target.rmdir()
         staging.rename(target)
@@ -95,28 +78,13 @@ def make_demo_model(directory: str | Path, seed: int = 0) -> Path:
     return target
 
 
-def _write_model(directory: Path, seed: int) -> None:
+def _write_model(directory: Path, settings: dict, seed: int) -> None:
     import torch
     from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification, XLMRobertaTokenizer
 
     vocab = _train_vocab(seed)
-    tokenizer = XLMRobertaTokenizer(vocab=vocab, model_max_length=512)
-    config = XLMRobertaConfig(
-        vocab_size=len(vocab),
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=128,
-        max_position_embeddings=514,
-        type_vocab_size=1,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-        num_labels=1,
-        # Wide initial weights so that random scores spread out instead of all sitting near 0.5.
-        initializer_range=0.2,
-        architectures=["XLMRobertaForSequenceClassification"],
-    )
+    tokenizer = XLMRobertaTokenizer(vocab=vocab, model_max_length=settings["max_position_embeddings"] - 2)
+    config = XLMRobertaConfig(vocab_size=len(vocab), **settings)
     torch.manual_seed(seed)
     model = XLMRobertaForSequenceClassification(config)
     model.save_pretrained(directory, safe_serialization=True)
@@ -138,6 +106,8 @@ def _train_vocab(seed: int) -> list[tuple[str, float]]:
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁")]
     )
-    trainer = UnigramTrainer(vocab_size=522, special_tokens=_SPECIAL_TOKENS, unk_token="<unk>", show_progress=False)
+    trainer = UnigramTrainer(
+        vocab_size=DEMO_VOCAB_SIZE, special_tokens=_SPECIAL_TOKENS, unk_token="<unk>", show_progress=False
+    )
     tokenizer.train_from_iterator(lines, trainer=trainer)
     return [(piece, score) for piece, score in json.loads(tokenizer.to_str())["model"]["vocab"]]

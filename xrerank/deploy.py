@@ -21,7 +21,8 @@ from pathlib import Path
 
 from .client import Reranker
 from .config import Deployment, weights_dir
-from .demo import DEMO_MODEL_ID, make_demo_model
+from .demo import is_random_model, make_demo_model
+from .doctor import FAIL, Finding, preflight
 from .errors import BadInput, Conflict, ServerError, TimedOut, XrerankError
 from .hub import download
 from .modeldir import inspect_model_dir, read_complete_manifest, write_json_atomically
@@ -205,7 +206,7 @@ def verify_model(
             replicas=int(instance.get("replica") or 1),
             model_dir=model_dir if readable else None,
             max_tokens=registration.get("max_tokens"),
-            demo=model_spec.get("model_id") == DEMO_MODEL_ID,
+            demo=is_random_model(model_spec.get("model_id")),
             cases_file=cases_file,
         )
 
@@ -313,14 +314,22 @@ def deploy(
     replace: bool = False,
     dry_run: bool = False,
     progress: Progress = _quiet,
+    preflight_checks: bool = True,
 ) -> DeployResult:
     """Compare, plan, and carry out the plan in order; the plan is redone once the weights are known."""
     steps = plan(*observe(server, target), replace=replace)
-    if not dry_run:
-        _raise_if_refused(steps)
     result = DeployResult(steps, [], None, target.settings.uid, server.endpoint)
     if dry_run:
         return result
+    _raise_if_refused(steps)
+    if preflight_checks and any(s.state != DONE for s in steps if s.name in ("register", "launch", "wait")):
+        progress(
+            "preflight: checking the server, the deployment" + (" and this machine" if _is_loopback(server) else "")
+        )
+        findings = preflight(server, target, machine=_is_loopback(server))
+        failed = [f for f in findings if f.level == FAIL]
+        if failed:
+            raise PreflightFailed(failed)
     if steps[0].state != DONE:
         progress("download: " + steps[0].detail)
         _ensure_weights(target)
@@ -372,6 +381,22 @@ def _verify_and_stamp(server: Xinference, target: Target, spec: dict, progress: 
     target.stamp_path(server.endpoint).parent.mkdir(parents=True, exist_ok=True)
     write_json_atomically(target.stamp_path(server.endpoint), stamp)
     return report
+
+
+class PreflightFailed(XrerankError):
+    def __init__(self, failed: list[Finding]) -> None:
+        first = failed[0]
+        more = f" (and {len(failed) - 1} more; see `xrerank doctor`)" if len(failed) > 1 else ""
+        super().__init__(
+            f"preflight: {first.check}: {first.evidence}; fix: {first.fix}{more}; --skip-preflight to deploy anyway"
+        )
+        self.failed = failed
+
+
+def _is_loopback(server: Xinference) -> bool:
+    from urllib.parse import urlparse
+
+    return urlparse(server.endpoint).hostname in ("127.0.0.1", "localhost", "::1")
 
 
 class VerificationFailed(XrerankError):

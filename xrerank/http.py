@@ -44,6 +44,10 @@ def server_reason(body: str) -> str:
     return " ".join(lines[:3]) if lines else "(empty answer)"
 
 
+class Refused(Unreachable):
+    """The server answered 401/403: no credentials, wrong ones, or an API key on an admin endpoint."""
+
+
 class ConnectionFailed(Unreachable):
     """Nothing answered at the endpoint (refused, reset): worth retrying while a server restarts."""
 
@@ -127,7 +131,7 @@ class Api:
             timeout=self.timeout,
         )
         if response.status_code in (400, 401, 403):
-            raise Unreachable(
+            raise Refused(
                 f"login as {self.credentials.username!r} at {self.endpoint} was refused: wrong username or password"
             )
         if response.status_code >= 400:
@@ -143,7 +147,7 @@ class Api:
                 if "API key" in reason
                 else "give --api-key, or --username and --password"
             )
-            return Unreachable(f"{self.endpoint} refused {method} {path} ({status}: {reason}); {hint}")
+            return Refused(f"{self.endpoint} refused {method} {path} ({status}: {reason}); {hint}")
         if status == 404 and reason == "Not Found":
             return Unreachable(
                 f"{self.endpoint} answered but has no {path}: it is not the Xinference REST API; check --endpoint"

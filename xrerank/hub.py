@@ -59,16 +59,26 @@ def download(model_id: str, local_dir: str | Path, revision: str = "master", end
 
 
 def _snapshot(model_id: str, directory: Path, revision: str, endpoint: str | None) -> None:
-    import requests
-
     if not sys.stderr.isatty():
         os.environ.setdefault("TQDM_DISABLE", "1")
     from modelscope import snapshot_download
+
+    _call_hub(
+        lambda: snapshot_download(model_id, revision=revision, local_dir=str(directory), endpoint=endpoint),
+        model_id,
+        revision,
+        endpoint,
+    )
+
+
+def _call_hub(call, model_id: str, revision: str, endpoint: str | None) -> None:
+    """Run one modelscope call; its errors become one line with our exit codes."""
+    import requests
     from modelscope_hub.errors import HubError, NetworkError
 
     where = endpoint or DEFAULT_HUB
     try:
-        snapshot_download(model_id, revision=revision, local_dir=str(directory), endpoint=endpoint)
+        call()
     except requests.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None
         if status == 404:
@@ -103,3 +113,26 @@ def _network_reason(exc: BaseException) -> str:
         if marker in text:
             return reason
     return _summary(exc)[:200]
+
+
+def fetch_config(model_id: str, revision: str = "master", endpoint: str | None = None) -> dict:
+    """Only the model's config.json, for sizing a deployment before its weights are downloaded."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        from modelscope import snapshot_download
+
+        _call_hub(
+            lambda: snapshot_download(
+                model_id,
+                revision=revision,
+                local_dir=scratch,
+                endpoint=hub_endpoint(endpoint),
+                allow_patterns=["config.json"],
+            ),
+            model_id,
+            revision,
+            hub_endpoint(endpoint),
+        )
+        return json.loads((Path(scratch) / "config.json").read_text(encoding="utf-8"))

@@ -31,9 +31,19 @@ def report_text(report: dict) -> str:
     return "\n".join(lines)
 
 
+def findings_text(findings: Iterable) -> str:
+    lines = []
+    for finding in findings:
+        lines.append(f"  {finding.level:<4}  {finding.area:<10} {finding.check:<24} {finding.evidence}")
+        if finding.fix:
+            lines.append(f"  {'':<4}  {'':<10} {'':<24} fix: {finding.fix}")
+    return "\n".join(lines)
+
+
 def status_text(status: dict) -> str:
     auth = "on" if status["auth"] else "off"
-    lines = [f"server    {status['endpoint']}  Xinference {status['version']}  auth {auth}"]
+    version = status["version"] or "(version and workers need a user login)"
+    lines = [f"server    {status['endpoint']}  Xinference {version}  auth {auth}"]
     for worker in status["workers"]:
         memory = f"{(worker['mem_available'] or 0) / 2**30:.1f}/{(worker['mem_total'] or 0) / 2**30:.1f} GiB free"
         replicas = ", ".join(worker["replicas"]) or "no replicas"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .http import Refused
 from .server import READY, Xinference
 
 
@@ -11,13 +12,14 @@ def gather_status(server: Xinference, model_uid: str | None = None, model_name: 
     Asked about nothing in particular, the whole server must be healthy: every instance with
     all its replicas READY. Asked about a uid or a name, only those count.
     """
-    status: dict = {
-        "endpoint": server.endpoint,
-        "version": server.version(),
-        "auth": server.auth_enabled(),
-    }
+    status: dict = {"endpoint": server.endpoint, "auth": server.auth_enabled()}
     problems: list[str] = []
-    workers = {w["ip_address"]: _worker_view(w) for w in server.workers()}
+    try:
+        status["version"] = server.version()
+        workers = {w["ip_address"]: _worker_view(w) for w in server.workers()}
+    except Refused:  # an API key sees models, not the cluster
+        status["version"] = None
+        workers = {}
     status["workers"] = list(workers.values())
     registrations = [r["model_name"] for r in server.registrations() if not r["is_builtin"]]
     status["registrations"] = registrations

@@ -1,0 +1,89 @@
+"""The doctor's memory formula against what launched replicas really use, side by side in one run.
+
+    .venv/bin/python scripts/bench_memory.py
+
+Starts its own xinference-local (auth off, loopback), launches the demo model and a base-size
+random model (12 layers, hidden 768) on CPU, sends each 32 documents of max_tokens, and prints the
+peak RSS of the replica process (VmHWM) next to `xrerank.doctor.estimate_memory`.
+"""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+BASE_CONFIG = {
+    "model_type": "xlm-roberta",
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "max_position_embeddings": 514,
+    "type_vocab_size": 1,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+    "num_labels": 1,
+    "initializer_range": 0.02,
+    "architectures": ["XLMRobertaForSequenceClassification"],
+}
+
+
+def peak_rss(uid: str) -> int:
+    import psutil
+
+    for process in psutil.process_iter(["cmdline"]):
+        if " ".join(process.info["cmdline"] or []).startswith(f"Model: {uid}-rep0"):
+            status = Path(f"/proc/{process.pid}/status").read_text()
+            return int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) * 1024
+    raise RuntimeError(f"no replica process for {uid}")
+
+
+def main() -> None:
+    import json
+
+    from xrerank import local
+    from xrerank.client import Reranker
+    from xrerank.demo import make_demo_model, make_random_model
+    from xrerank.deploy import launch_model, register_model
+    from xrerank.doctor import GIB, count_parameters, estimate_memory
+    from xrerank.modeldir import inspect_model_dir
+    from xrerank.server import LaunchSettings, Xinference
+    from xrerank.spec import build_spec
+
+    with tempfile.TemporaryDirectory() as scratch, socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        root = Path(scratch)
+        models = {
+            "mem-demo": make_demo_model(root / "demo"),
+            "mem-base": make_random_model(root / "base", BASE_CONFIG, "xrerank/random-base-12x768"),
+        }
+        print(f"starting xinference-local on port {port}")
+        server, _ = local.start(root / "server", port, auth=False)
+        try:
+            xinference = Xinference(server.endpoint)
+            print(f"{'model':10}{'params':>10}{'max_tokens':>12}{'estimate GiB':>14}{'peak RSS GiB':>14}{'ratio':>8}")
+            for uid, directory in models.items():
+                register_model(xinference, build_spec(inspect_model_dir(directory), uid, max_tokens=512))
+                launch_model(xinference, LaunchSettings(uid, uid, device="cpu"), time.monotonic() + 300)
+                with Reranker(server.endpoint, uid, timeout=120) as reranker:
+                    reranker.rerank("query " * 8, ["word " * 600] * 32)  # 32 pairs truncated to 512 tokens
+                config = json.loads((directory / "config.json").read_text())
+                parameters = count_parameters(directory)
+                estimate = estimate_memory(config, parameters, 512, fp16=False, on_gpu=False).total
+                measured = peak_rss(uid)
+                print(
+                    f"{uid:10}{parameters / 1e6:9.1f}M{512:>12}{estimate / GIB:14.2f}{measured / GIB:14.2f}"
+                    f"{estimate / measured:8.2f}"
+                )
+                xinference.terminate(uid)
+        finally:
+            local.stop(root / "server")
+
+
+if __name__ == "__main__":
+    main()
