@@ -14,21 +14,13 @@ import tempfile
 import time
 from pathlib import Path
 
-BASE_CONFIG = {
-    "model_type": "xlm-roberta",
-    "hidden_size": 768,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "intermediate_size": 3072,
-    "max_position_embeddings": 514,
-    "type_vocab_size": 1,
-    "pad_token_id": 1,
-    "bos_token_id": 0,
-    "eos_token_id": 2,
-    "num_labels": 1,
-    "initializer_range": 0.02,
-    "architectures": ["XLMRobertaForSequenceClassification"],
-}
+
+def base_config() -> dict:
+    """BERT-base shapes on the demo model's XLM-RoBERTa layout."""
+    from xrerank.demo import DEMO_CONFIG
+
+    shapes = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
+    return {**DEMO_CONFIG, **shapes, "initializer_range": 0.02}
 
 
 def peak_rss(uid: str) -> int:
@@ -60,7 +52,7 @@ def main() -> None:
         root = Path(scratch)
         models = {
             "mem-demo": make_demo_model(root / "demo"),
-            "mem-base": make_random_model(root / "base", BASE_CONFIG, "xrerank/random-base-12x768"),
+            "mem-base": make_random_model(root / "base", base_config(), "xrerank/random-base-12x768"),
         }
         print(f"starting xinference-local on port {port}")
         server, _ = local.start(root / "server", port, auth=False)

@@ -26,7 +26,7 @@ from .doctor import FAIL, Finding, preflight
 from .errors import BadInput, Conflict, ServerError, TimedOut, XrerankError
 from .hub import download
 from .modeldir import inspect_model_dir, read_complete_manifest, write_json_atomically
-from .plan import DONE, REFUSED, Desired, Observed, Step, on_worker, plan, refused
+from .plan import DONE, REFUSED, Desired, Observed, Step, launch_step, on_worker, plan, refused
 from .server import LaunchSettings, Xinference, check_launch_settings, threads_per_replica
 from .spec import build_spec, spec_differences, validate_model_name
 from .verify import Report, run_suites
@@ -99,7 +99,7 @@ def launch_model(
         desired = Desired(
             settings.model_name, "", uid, settings.replica, gpu_idx=settings.gpu_idx, worker_ip=settings.worker_ip
         )
-        step = plan(desired, Observed(True, registration=None, instance=instance, replicas=replicas), replace)[3]
+        step = launch_step(desired, Observed(True, instance=instance, replicas=replicas), replace)
         if step.state == REFUSED:
             raise Conflict(f"{step.detail}; terminate it first, or use deploy --replace")
         if step.state == DONE:

@@ -49,7 +49,7 @@ class Step:
 def plan(desired: Desired, observed: Observed, replace: bool = False) -> list[Step]:
     steps = [_download(observed), _spec(desired, observed)]
     register = _register(desired, observed, replace)
-    launch = _launch(desired, observed, replace, register_replaced=register.replace)
+    launch = launch_step(desired, observed, replace, register_replaced=register.replace)
     steps += [register, launch, _wait(desired, observed, launch)]
     steps.append(_verify(desired, observed, steps))
     return steps
@@ -89,7 +89,8 @@ def _register(desired: Desired, observed: Observed, replace: bool) -> Step:
     return Step("register", REFUSED, f"{desired.model_name} is registered with another spec: " + "; ".join(differences))
 
 
-def _launch(desired: Desired, observed: Observed, replace: bool, register_replaced: bool) -> Step:
+def launch_step(desired: Desired, observed: Observed, replace: bool, register_replaced: bool = False) -> Step:
+    """Is `desired.uid` running as wanted ("already so"), to launch, to relaunch, or refused?"""
     instance = observed.instance
     if instance is None or instance.get("status") == "ERROR":
         return Step("launch", TODO, f"launch {desired.uid} with {desired.replica} replica(s)")
