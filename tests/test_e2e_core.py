@@ -79,6 +79,29 @@ def test_served_scores_equal_the_in_process_cross_encoder(pipeline, xinference):
     assert all(DOCUMENTS[item["index"]] == item["document"] for item in answer["results"])
 
 
+def test_ten_thousand_documents_are_split_and_merged_into_the_single_calls_ranking(pipeline, xinference):
+    import random
+
+    words = "apple fibre paris capital france tesla factory shanghai great wall dynasty python code".split()
+    rng = random.Random(7)
+    documents = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 30))) for _ in range(10_000)]
+    key = xinference.credentials["api_key"]
+    with Reranker(xinference.endpoint, UID, api_key=key, timeout=120, chunk_size=20_000) as whole:
+        single = whole.rerank("What is the capital of France?", documents)
+    with Reranker(xinference.endpoint, UID, api_key=key, timeout=120) as chunked:
+        merged = chunked.rerank("What is the capital of France?", documents)
+        top = chunked.rerank("What is the capital of France?", documents, top_n=10)
+    assert len(merged) == len(single) == 10_000
+    single_scores = {r.index: r.score for r in single}
+    assert all(abs(r.score - single_scores[r.index]) < 1e-5 for r in merged)
+    # The single call's ranking, up to the order of scores closer than float32 noise.
+    assert sorted(r.index for r in merged) == list(range(10_000))
+    by_single = [single_scores[r.index] for r in merged]
+    assert all(earlier >= later - 1e-5 for earlier, later in zip(by_single, by_single[1:]))
+    assert [r.index for r in top] == [r.index for r in merged[:10]]
+    assert all(documents[r.index] == r.document for r in merged[:100])
+
+
 def test_top_n_and_docs_from_stdin(pipeline, xinference):
     result, answer = pipeline["run"].json(
         *xinference.key_args, "rerank", "--model-uid", UID, "--top-n", "2", "--docs-file", "-", "What is AI?",

@@ -16,6 +16,7 @@ import math
 import random
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .errors import BadInput, ServerError, XrerankError
@@ -23,6 +24,15 @@ from .http import Api, ConnectionFailed, Credentials
 
 # 503 "Model is loading" while a replica starts; 502/504 from proxies in front of the server.
 _RETRIED_STATUSES = (502, 503, 504)
+# A 500 naming a refused connection: the supervisor routed to a replica whose worker just died.
+# It keeps such a replica in its rotation for ~20 s; the next request goes to another replica.
+_DEAD_REPLICA = ("Connect call failed", "Connection refused", "[Errno 111]")
+
+
+def _worth_retrying(error: ServerError) -> bool:
+    return error.status in _RETRIED_STATUSES or (
+        error.status == 500 and any(marker in str(error) for marker in _DEAD_REPLICA)
+    )
 
 
 class RerankError(XrerankError):
@@ -47,15 +57,24 @@ class Reranker:
         timeout: float = 30.0,
         retry_for: float = 30.0,
         credentials: Credentials | None = None,
+        chunk_size: int = 256,
+        parallel: int = 4,
     ) -> None:
+        if chunk_size < 1 or parallel < 1:
+            raise BadInput("chunk_size and parallel must be at least 1")
         self.model_uid = model_uid
         self.retry_for = retry_for
+        self.chunk_size = chunk_size
+        self.parallel = parallel
         self._api = Api(endpoint, credentials or Credentials(api_key=api_key), timeout)
 
     def without_retries(self) -> Reranker:
         """A twin that reports the first failure instead of retrying it, for health checks."""
         api = self._api
-        return Reranker(api.endpoint, self.model_uid, timeout=api.timeout, retry_for=0, credentials=api.credentials)
+        return Reranker(
+            api.endpoint, self.model_uid, timeout=api.timeout, retry_for=0, credentials=api.credentials,
+            chunk_size=self.chunk_size, parallel=self.parallel,
+        )  # fmt: skip
 
     def close(self) -> None:
         self._api.close()
@@ -74,16 +93,27 @@ class Reranker:
             raise BadInput("documents must be a list of strings")
         if top_n is not None and top_n < 0:
             raise BadInput(f"top_n must be 0 or more, got {top_n}")
-        body = {
-            "model": self.model_uid,
-            "query": query,
-            "documents": list(documents),
-            "top_n": top_n,
-            "return_documents": False,
-        }
+        documents = list(documents)
+        starts = range(0, len(documents), self.chunk_size) if documents else [0]
+        if len(starts) == 1:
+            return self._rerank_chunk(query, documents, 0, top_n)
+        # Long lists go out in chunks, several at once, so the replicas share them; every score
+        # is computed pair by pair, so merging the chunks' rankings gives the single call's ranking.
+        with ThreadPoolExecutor(max_workers=min(self.parallel, len(starts))) as pool:
+            chunks = pool.map(
+                lambda start: self._rerank_chunk(query, documents[start : start + self.chunk_size], start, top_n),
+                starts,
+            )
+            merged = sorted((r for chunk in chunks for r in chunk), key=lambda r: (-r.score, r.index))
+        return merged if top_n is None else merged[:top_n]
+
+    def _rerank_chunk(self, query: str, documents: list[str], offset: int, top_n: int | None) -> list[Result]:
+        body = {"model": self.model_uid, "query": query, "documents": documents, "top_n": top_n}
         answer = self._post_with_retries(body)
         results = [
-            Result(index=item["index"], score=float(item["relevance_score"]), document=documents[item["index"]])
+            Result(
+                index=offset + item["index"], score=float(item["relevance_score"]), document=documents[item["index"]]
+            )
             for item in answer.get("results", [])
         ]
         if any(not math.isfinite(result.score) for result in results):
@@ -97,7 +127,7 @@ class Reranker:
             try:
                 return self._api.post("/v1/rerank", json=body)
             except ServerError as exc:
-                if exc.status not in _RETRIED_STATUSES or time.monotonic() + delay > deadline:
+                if not _worth_retrying(exc) or time.monotonic() + delay > deadline:
                     raise RerankError(f"rerank on {self.model_uid} failed: {exc}") from None
             except ConnectionFailed:
                 if time.monotonic() + delay > deadline:
