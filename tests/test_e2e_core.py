@@ -4,6 +4,7 @@ download (real modelscope client, fake hub) -> spec -> register -> launch --repl
 -> status -> rerank -> terminate -> unregister.
 """
 
+import itertools
 import json
 
 import pytest
@@ -97,7 +98,7 @@ def test_ten_thousand_documents_are_split_and_merged_into_the_single_calls_ranki
     # The single call's ranking, up to the order of scores closer than float32 noise.
     assert sorted(r.index for r in merged) == list(range(10_000))
     by_single = [single_scores[r.index] for r in merged]
-    assert all(earlier >= later - 1e-5 for earlier, later in zip(by_single, by_single[1:]))
+    assert all(earlier >= later - 1e-5 for earlier, later in itertools.pairwise(by_single))
     assert [r.index for r in top] == [r.index for r in merged[:10]]
     assert all(documents[r.index] == r.document for r in merged[:100])
 
