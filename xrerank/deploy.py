@@ -89,13 +89,16 @@ def launch_model(
     progress: Progress = _quiet,
     replace: bool = False,
 ) -> str:
-    """Launch and wait until EVERY replica is READY: "launched", "resumed" (was loading), "unchanged", "relaunched"."""
+    """Launch and wait until EVERY replica is READY.
+
+    Returns "launched", "resumed" (it was loading), "unchanged", "relaunched" (with `replace`) or
+    "restored" (replicas had been lost, e.g. with their worker)."""
     check_launch_settings(settings)
     uid = settings.uid
     instance = server.instance(uid)
     outcome = "launched"
     if instance is not None and instance.get("status") != "ERROR":
-        replicas = server.replicas(uid)
+        replicas = server.checked_replicas(uid)
         desired = Desired(
             settings.model_name, "", uid, settings.replica, gpu_idx=settings.gpu_idx, worker_ip=settings.worker_ip
         )
@@ -109,7 +112,7 @@ def launch_model(
             return "resumed"
         progress(f"terminating {uid} to relaunch it: {step.detail}")
         server.terminate(uid)
-        outcome = "relaunched"
+        outcome = "restored" if step.detail.startswith("restore") else "relaunched"
     threads = cpu_threads(server, settings)
     progress(f"launching {uid}: {settings.replica} replica(s)" + (f", {threads} thread(s) each" if threads else ""))
     server.launch(settings, threads)
@@ -272,7 +275,7 @@ def observe(server: Xinference, target: Target) -> tuple[Desired, Observed]:
     spec = desired_spec(target)
     uid = target.settings.uid
     instance = server.instance(uid)
-    replicas = server.replicas(uid) if instance is not None and instance.get("status") != "ERROR" else []
+    replicas = server.checked_replicas(uid) if instance is not None and instance.get("status") != "ERROR" else []
     desired = Desired(
         model_name=target.settings.model_name,
         model_uri=str(target.weights),

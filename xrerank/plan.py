@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .server import LOST_STATES
 from .spec import spec_differences
 
 TODO = "to do"
@@ -94,6 +95,11 @@ def launch_step(desired: Desired, observed: Observed, replace: bool, register_re
     instance = observed.instance
     if instance is None or instance.get("status") == "ERROR":
         return Step("launch", TODO, f"launch {desired.uid} with {desired.replica} replica(s)")
+    lost = [r for r in observed.replicas if r.get("status") in LOST_STATES]
+    if lost:
+        # Not a change of the desired state but damage to repair: no --replace needed.
+        where = ", ".join(f"#{r.get('replica_id')} {r.get('status')} on {r.get('worker_address')}" for r in lost)
+        return Step("launch", TODO, f"restore: {len(lost)} of {len(observed.replicas)} replicas lost ({where})", True)
     differences = _instance_differences(desired, instance, observed.replicas)
     if register_replaced:
         differences.append("the registration changes, so the running model must be relaunched")

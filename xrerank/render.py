@@ -51,6 +51,13 @@ def status_text(status: dict) -> str:
             f"worker    {worker['address']}  {worker['cpu_count']} cores  {memory}  "
             f"{worker['gpu_count']} GPUs  {replicas}"
         )
+    totals = status["totals"]
+    if totals["workers"] > 1:
+        lines.append(
+            f"cluster   {totals['workers']} workers  {totals['cpu_count']} cores  "
+            f"{totals['mem_available'] / 2**30:.1f} GiB free  {totals['gpu_count']} GPUs  "
+            f"{totals['ready']}/{totals['replicas']} replicas READY"
+        )
     lines.append(f"registered  {', '.join(status['registrations']) or '(no custom rerank models)'}")
     for model in status["models"]:
         lines.append(

@@ -17,6 +17,8 @@ from .http import Api, Credentials
 
 READY = "READY"
 FAILED_STATES = ("ERROR", "TERMINATED")
+UNREACHABLE = "UNREACHABLE"  # ours: listed READY, but its worker or model process refuses connections
+LOST_STATES = ("ERROR", "TERMINATED", UNREACHABLE)
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,25 @@ def check_launch_settings(settings: LaunchSettings) -> None:
         raise BadInput("fp16 on CPU runs about 6x slower than fp32: drop fp16, or launch on a GPU")
     if settings.threads_per_replica is not None and settings.threads_per_replica < 1:
         raise BadInput(f"threads per replica must be at least 1, got {settings.threads_per_replica}")
+
+
+def replica_reachable(replica: dict, timeout: float = 0.5) -> bool:
+    """Does the replica's worker (and model process) accept a TCP connection?
+
+    When a worker dies, Xinference's supervisor keeps its replicas READY for ~20 s and routes
+    every other request to them; a refused connection shows the loss at once.
+    """
+    import socket
+
+    for address in (replica.get("worker_address"), replica.get("model_address")):
+        if not address:
+            continue
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout).close()
+        except (OSError, ValueError):
+            return False
+    return True
 
 
 def threads_per_replica(worker_cores: int, replicas_on_worker: int) -> int:
@@ -149,6 +170,14 @@ class Xinference:
 
     def replicas(self, model_uid: str) -> list[dict]:
         return self.api.get(f"/v1/models/{quote(model_uid, safe='')}/replicas")
+
+    def checked_replicas(self, model_uid: str) -> list[dict]:
+        """The replicas, with those listed READY but not reachable marked UNREACHABLE."""
+        replicas = self.replicas(model_uid)
+        for replica in replicas:
+            if replica.get("status") == READY and not replica_reachable(replica):
+                replica["status"] = UNREACHABLE
+        return replicas
 
     def launch(self, settings: LaunchSettings, threads: int | None) -> None:
         """Ask for the launch and return at once; `wait_until_ready` does the waiting, with a deadline."""

@@ -23,12 +23,20 @@ def gather_status(server: Xinference, model_uid: str | None = None, model_name: 
     status["workers"] = list(workers.values())
     registrations = [r["model_name"] for r in server.registrations() if not r["is_builtin"]]
     status["registrations"] = registrations
-    instances = [_instance_view(i) for i in server.instances()]
+    instances = [_instance_view(i, server.checked_replicas(i["model_uid"])) for i in server.instances()]
     for instance in instances:
         for replica in instance["replicas"]:
             if replica["worker"] in workers:
                 workers[replica["worker"]]["replicas"].append(f"{instance['model_uid']}#{replica['id']}")
     status["models"] = instances
+    status["totals"] = {
+        "workers": len(workers),
+        "cpu_count": sum(w["cpu_count"] or 0 for w in workers.values()),
+        "mem_available": sum(w["mem_available"] or 0 for w in workers.values()),
+        "gpu_count": sum(w["gpu_count"] or 0 for w in workers.values()),
+        "replicas": sum(len(i["replicas"]) for i in instances),
+        "ready": sum(i["ready"] for i in instances),
+    }
     if model_name is not None and model_name not in registrations:
         problems.append(f"{model_name} is not registered")
     asked = [i for i in instances if model_uid is None or i["model_uid"] == model_uid]
@@ -53,7 +61,8 @@ def _worker_view(worker: dict) -> dict:
     }
 
 
-def _instance_view(instance: dict) -> dict:
+def _instance_view(instance: dict, checked: list[dict]) -> dict:
+    """`checked`: the replicas with reachability tested, so a dead worker shows at once."""
     replicas = [
         {
             "id": r.get("replica_id"),
@@ -62,7 +71,7 @@ def _instance_view(instance: dict) -> dict:
             "gpu_idx": r.get("gpu_idx"),
             "error": r.get("error_message"),
         }
-        for r in instance.get("replica_statuses", [])
+        for r in checked or instance.get("replica_statuses", [])
     ]
     wanted = int(instance.get("replica") or 0)
     ready = sum(1 for r in replicas if r["status"] == READY)
