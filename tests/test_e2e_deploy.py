@@ -171,6 +171,8 @@ def test_up_demo_starts_a_server_deploys_and_shows_a_ranking(run, tmp_path, monk
         assert "sample ranking" in result.stdout and "meaningless" in result.stdout
         credentials = json.loads((tmp_path / "up-home" / "server" / "credentials.json").read_text())
         assert credentials["password"] not in result.stdout + result.stderr
+        server_log = (tmp_path / "up-home" / "server" / "xinference.log").read_text(errors="replace")
+        assert credentials["password"] not in server_log and credentials["api_key"] not in server_log
         assert oct((tmp_path / "up-home" / "server" / "credentials.json").stat().st_mode)[-3:] == "600"
         again = run("up", "--demo", "--port", port)
         assert again.exit_code == 0 and "(unchanged)" in again.stdout

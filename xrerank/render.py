@@ -58,7 +58,8 @@ def status_text(status: dict) -> str:
             f"{totals['mem_available'] / 2**30:.1f} GiB free  {totals['gpu_count']} GPUs  "
             f"{totals['ready']}/{totals['replicas']} replicas READY"
         )
-    lines.append(f"registered  {', '.join(status['registrations']) or '(no custom rerank models)'}")
+    registered = status["registrations"]
+    lines.append(f"registered  {', '.join(registered or []) or '(no custom rerank models)'}")
     for model in status["models"]:
         lines.append(
             f"model     {model['model_uid']} ({model['model_name']})  {model['status']}  "

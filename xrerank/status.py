@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .errors import ServerError
 from .http import Refused
 from .server import READY, Xinference
 
@@ -14,14 +15,22 @@ def gather_status(server: Xinference, model_uid: str | None = None, model_name: 
     """
     status: dict = {"endpoint": server.endpoint, "auth": server.auth_enabled()}
     problems: list[str] = []
+    workers: dict[str, dict] = {}
+    registrations: list[str] | None = None
     try:
         status["version"] = server.version()
         workers = {w["ip_address"]: _worker_view(w) for w in server.workers()}
     except Refused:  # an API key sees models, not the cluster
-        status["version"] = None
-        workers = {}
+        status.setdefault("version", None)
+    except ServerError as exc:
+        _cluster_problem(status, exc)
+    try:
+        registrations = [r["model_name"] for r in server.registrations() if not r["is_builtin"]]
+    except ServerError as exc:
+        _cluster_problem(status, exc)
+    if "cluster_problem" in status and model_uid is None and model_name is None:
+        problems.append(status["cluster_problem"])
     status["workers"] = list(workers.values())
-    registrations = [r["model_name"] for r in server.registrations() if not r["is_builtin"]]
     status["registrations"] = registrations
     instances = [_instance_view(i, server.checked_replicas(i["model_uid"])) for i in server.instances()]
     for instance in instances:
@@ -37,7 +46,7 @@ def gather_status(server: Xinference, model_uid: str | None = None, model_name: 
         "replicas": sum(len(i["replicas"]) for i in instances),
         "ready": sum(i["ready"] for i in instances),
     }
-    if model_name is not None and model_name not in registrations:
+    if model_name is not None and registrations is not None and model_name not in registrations:
         problems.append(f"{model_name} is not registered")
     asked = [i for i in instances if model_uid is None or i["model_uid"] == model_uid]
     if model_uid is not None and not asked:
@@ -47,6 +56,11 @@ def gather_status(server: Xinference, model_uid: str | None = None, model_name: 
     status["healthy"] = not problems
     status["problems"] = problems
     return status
+
+
+def _cluster_problem(status: dict, error: ServerError) -> None:
+    # The supervisor asks every worker for these; one worker that died makes the whole call fail.
+    status["cluster_problem"] = f"the supervisor cannot reach every worker ({error})"
 
 
 def _worker_view(worker: dict) -> dict:
