@@ -159,3 +159,26 @@ def test_make_demo_model_warns_that_scores_are_meaningless(run, tmp_path):
     result = run("make-demo-model", tmp_path / "demo")
     assert result.exit_code == 0 and "meaningless" in result.stderr
     assert (tmp_path / "demo" / "model.safetensors").is_file()
+
+
+def test_a_spec_file_that_is_not_json_is_refused(run, tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text("{'model_name': ")
+    result = run("--endpoint", f"http://127.0.0.1:{free_port()}", "register", "--spec", spec)
+    assert result.exit_code == 2 and "is not valid JSON" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["spec", "--model-name", "x"], ["register", "--model-name", "x"]])
+def test_a_missing_model_directory_is_a_usage_error(run, tmp_path, command):
+    result = run(command[0], "--model-dir", tmp_path / "missing", *command[1:])
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+
+
+def test_a_deployment_whose_local_weights_are_missing_changes_nothing(run, tmp_path):
+    path = tmp_path / "d.yaml"
+    path.write_text(
+        f"version: 1\nweights: {{source: local, dir: {tmp_path / 'nowhere'}}}\nregistration: {{model_name: x}}\n"
+    )
+    result = run("--endpoint", f"http://127.0.0.1:{free_port()}", "deploy", path)
+    assert result.exit_code == 3  # the server is asked first; nothing was created on disk
+    assert not (tmp_path / "nowhere").exists()
