@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import shutil
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from .doctor import FAIL, Finding, preflight
 from .errors import BadInput, Conflict, ServerError, TimedOut, XrerankError
 from .hub import download
 from .modeldir import inspect_model_dir, read_complete_manifest, write_json_atomically
-from .plan import DONE, REFUSED, Desired, Observed, Step, launch_step, on_worker, plan, refused
+from .plan import DONE, REFUSED, Desired, Observed, Step, launch_step, plan, refused
 from .server import LaunchSettings, Xinference, check_launch_settings, threads_per_replica
 from .spec import build_spec, spec_differences, validate_model_name
 from .verify import Report, run_suites
@@ -171,9 +170,7 @@ def cpu_threads(server: Xinference, settings: LaunchSettings) -> int | None:
     """Threads per replica when the replicas run on CPU; None when they get GPUs."""
     if settings.wants_gpu:
         return None
-    workers = server.workers()
-    if settings.worker_ip:
-        workers = [w for w in workers if on_worker(w["ip_address"], settings.worker_ip)]
+    workers = settings.target_workers(server.workers())
     if not workers:
         return settings.threads_per_replica
     on_cpu = settings.device == "cpu" or all(w.get("gpu_count", 0) == 0 for w in workers)
@@ -183,8 +180,8 @@ def cpu_threads(server: Xinference, settings: LaunchSettings) -> int | None:
         raise BadInput("fp16 on CPU runs about 6x slower than fp32 and the target has no GPU: drop fp16")
     if settings.threads_per_replica:
         return settings.threads_per_replica
-    per_worker = settings.replica if settings.worker_ip else math.ceil(settings.replica / len(workers))
-    return threads_per_replica(min(int(w.get("cpu_count") or 1) for w in workers), per_worker)
+    cores = min(int(w.get("cpu_count") or 1) for w in workers)
+    return threads_per_replica(cores, settings.replicas_per_worker(len(workers)))
 
 
 # --- verification -----------------------------------------------------------------------------
@@ -326,10 +323,9 @@ def deploy(
         return result
     _raise_if_refused(steps)
     if preflight_checks and any(s.state != DONE for s in steps if s.name in ("register", "launch", "wait")):
-        progress(
-            "preflight: checking the server, the deployment" + (" and this machine" if _is_loopback(server) else "")
-        )
-        findings = preflight(server, target, machine=_is_loopback(server))
+        here = _is_loopback(server)
+        progress("preflight: checking the server, the deployment" + (" and this machine" if here else ""))
+        findings = preflight(server, target, machine=here)
         failed = [f for f in findings if f.level == FAIL]
         if failed:
             raise PreflightFailed(failed)

@@ -313,14 +313,13 @@ def estimate_memory(config: dict, parameters: int, max_tokens: int, fp16: bool, 
 
 def deployment_findings(target, workers: list[dict], config: dict | None, parameters: int | None) -> list[Finding]:
     """Max tokens, fp16, GPUs, threads and memory of `target` against the server's workers."""
-    from .plan import on_worker
+    from .server import threads_per_replica
 
     settings = target.settings
     findings: list[Finding] = []
-    if settings.worker_ip:
-        workers = [w for w in workers if on_worker(w["ip_address"], settings.worker_ip)]
-        if not workers:
-            return [Finding("deployment", "placement", FAIL, f"no worker at {settings.worker_ip}", "check worker_ip")]
+    workers = settings.target_workers(workers)
+    if not workers:
+        return [Finding("deployment", "placement", FAIL, f"no worker at {settings.worker_ip}", "check worker_ip")]
     gpus_on_workers = max((w.get("gpu_count") or 0 for w in workers), default=0)
     on_gpu = settings.wants_gpu or (settings.device != "cpu" and gpus_on_workers > 0)
     if settings.use_fp16 and not on_gpu:
@@ -347,10 +346,10 @@ def deployment_findings(target, workers: list[dict], config: dict | None, parame
                 "lower n_gpu",
             )
         )
-    if not on_gpu and workers:
+    if not on_gpu:
         cores = min(int(w.get("cpu_count") or 1) for w in workers)
-        per_worker = settings.replica if settings.worker_ip else math.ceil(settings.replica / len(workers))
-        threads = settings.threads_per_replica or max(1, cores // per_worker)
+        per_worker = settings.replicas_per_worker(len(workers))
+        threads = settings.threads_per_replica or threads_per_replica(cores, per_worker)
         level = WARN if threads * per_worker > cores else OK
         findings.append(
             Finding(
@@ -403,7 +402,7 @@ def _capacity_finding(
         where = f"{available / GIB:.1f} GiB free per GPU"
         fits = need <= available * _HEADROOM
     else:
-        per_worker = settings.replica if settings.worker_ip else math.ceil(settings.replica / max(1, len(workers)))
+        per_worker = settings.replicas_per_worker(len(workers))
         available = min((w.get("mem_available") or 0 for w in workers), default=0)
         need *= per_worker
         where = f"{available / GIB:.1f} GiB RAM free for {per_worker} replica(s)"

@@ -120,19 +120,16 @@ def fetch_config(model_id: str, revision: str = "master", endpoint: str | None =
     import json
     import tempfile
 
+    endpoint = hub_endpoint(endpoint)
     with tempfile.TemporaryDirectory() as scratch:
         from modelscope import snapshot_download
 
         _call_hub(
             lambda: snapshot_download(
-                model_id,
-                revision=revision,
-                local_dir=scratch,
-                endpoint=hub_endpoint(endpoint),
-                allow_patterns=["config.json"],
+                model_id, revision=revision, local_dir=scratch, endpoint=endpoint, allow_patterns=["config.json"]
             ),
             model_id,
             revision,
-            hub_endpoint(endpoint),
+            endpoint,
         )
         return json.loads((Path(scratch) / "config.json").read_text(encoding="utf-8"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .server import LOST_STATES
+from .server import LOST_STATES, on_worker
 from .spec import spec_differences
 
 TODO = "to do"
@@ -131,11 +131,6 @@ def _instance_differences(desired: Desired, instance: dict, replicas: list[dict]
         if elsewhere:
             differences.append(f"placement: replicas on {', '.join(elsewhere)}, wanted {desired.worker_ip}")
     return differences
-
-
-def on_worker(address: str, worker_ip: str) -> bool:
-    """Xinference's --worker-ip takes a worker's full address or just its host."""
-    return address == worker_ip or address.split(":")[0] == worker_ip
 
 
 def _wait(desired: Desired, observed: Observed, launch: Step) -> Step:

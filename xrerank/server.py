@@ -7,6 +7,7 @@ without a deadline, and calls a model ready as soon as its FIRST replica is.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,21 @@ class LaunchSettings:
     @property
     def wants_gpu(self) -> bool:
         return bool(self.gpu_idx) or bool(self.n_gpu) or self.device == "cuda"
+
+    def target_workers(self, workers: list[dict]) -> list[dict]:
+        """The workers the replicas may land on: the one `worker_ip` names, or all of them."""
+        if not self.worker_ip:
+            return workers
+        return [worker for worker in workers if on_worker(worker["ip_address"], self.worker_ip)]
+
+    def replicas_per_worker(self, workers: int) -> int:
+        """Pinned replicas share one worker; otherwise Xinference spreads them over `workers`."""
+        return self.replica if self.worker_ip else math.ceil(self.replica / max(1, workers))
+
+
+def on_worker(address: str, worker_ip: str) -> bool:
+    """Xinference's --worker-ip takes a worker's full address or just its host."""
+    return address == worker_ip or address.split(":")[0] == worker_ip
 
 
 def check_launch_settings(settings: LaunchSettings) -> None:
