@@ -5,6 +5,10 @@
     for result in reranker.rerank("What is AI?", ["AI is ...", "Apples are ..."]):
         print(result.index, result.score, result.document)
 
+With `cache=ScoreCache()` repeated (query, document) pairs are answered from memory; the
+cache is keyed by the model's identity (its uid and the instance's launch time, read once, or
+the `revision` given), so a relaunched model never serves another instance's scores.
+
 Xinference's own client takes `rerank(documents, query)` and returns scores at
 `results[i]["relevance_score"]`; guides that call `rerank(query, docs)` and read `res["score"]`
 get a JSONDecodeError from the server's text/plain 500.
@@ -19,6 +23,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from .cache import ScoreCache
 from .errors import BadInput, ServerError, XrerankError
 from .http import Api, ConnectionFailed, Credentials
 
@@ -59,6 +64,10 @@ class Reranker:
         credentials: Credentials | None = None,
         chunk_size: int = 256,
         parallel: int = 4,
+        cache: ScoreCache | None = None,
+        revision: str | None = None,
+        connections: int = 10,
+        keep_alive: bool | None = None,
     ) -> None:
         if chunk_size < 1 or parallel < 1:
             raise BadInput("chunk_size and parallel must be at least 1")
@@ -66,14 +75,19 @@ class Reranker:
         self.retry_for = retry_for
         self.chunk_size = chunk_size
         self.parallel = parallel
-        self._api = Api(endpoint, credentials or Credentials(api_key=api_key), timeout)
+        self.cache = cache
+        self.revision = revision
+        self._api = Api(
+            endpoint, credentials or Credentials(api_key=api_key), timeout, max(connections, parallel), keep_alive
+        )
 
     def without_retries(self) -> Reranker:
         """A twin that reports the first failure instead of retrying it, for health checks."""
         api = self._api
         return Reranker(
             api.endpoint, self.model_uid, timeout=api.timeout, retry_for=0, credentials=api.credentials,
-            chunk_size=self.chunk_size, parallel=self.parallel,
+            chunk_size=self.chunk_size, parallel=self.parallel, cache=self.cache, revision=self.revision,
+            keep_alive=api.keep_alive,
         )  # fmt: skip
 
     def close(self) -> None:
@@ -94,6 +108,29 @@ class Reranker:
         if top_n is not None and top_n < 0:
             raise BadInput(f"top_n must be 0 or more, got {top_n}")
         documents = list(documents)
+        if self.cache is None:
+            return self._score(query, documents, top_n)
+        keys = self.cache.keys(self._model_identity(), query, documents)
+        scores = self.cache.get_many(keys)
+        unknown = [i for i, score in enumerate(scores) if score is None]
+        if unknown:
+            fresh = self._score(query, [documents[i] for i in unknown], None)
+            for result in fresh:
+                scores[unknown[result.index]] = result.score
+            self.cache.put_many([keys[unknown[r.index]] for r in fresh], [r.score for r in fresh])
+        return _ranked(
+            [Result(i, score, doc) for i, (score, doc) in enumerate(zip(scores, documents, strict=True))], top_n
+        )
+
+    def _model_identity(self) -> str:
+        if self.revision is None:
+            found = self._api.get("/v1/models/instances", params={"model_uid": self.model_uid})
+            if not found:
+                raise RerankError(f"{self.model_uid} is not running on {self._api.endpoint}")
+            self.revision = f"{found[0]['model_name']}@{found[0]['instance_created_ts']}"
+        return f"{self._api.endpoint}\0{self.model_uid}\0{self.revision}"
+
+    def _score(self, query: str, documents: list[str], top_n: int | None) -> list[Result]:
         starts = range(0, len(documents), self.chunk_size) if documents else [0]
         if len(starts) == 1:
             return self._rerank_chunk(query, documents, 0, top_n)
@@ -104,8 +141,7 @@ class Reranker:
                 lambda start: self._rerank_chunk(query, documents[start : start + self.chunk_size], start, top_n),
                 starts,
             )
-            merged = sorted((r for chunk in chunks for r in chunk), key=lambda r: (-r.score, r.index))
-        return merged if top_n is None else merged[:top_n]
+            return _ranked([r for chunk in chunks for r in chunk], top_n)
 
     def _rerank_chunk(self, query: str, documents: list[str], offset: int, top_n: int | None) -> list[Result]:
         body = {"model": self.model_uid, "query": query, "documents": documents, "top_n": top_n}
@@ -134,3 +170,8 @@ class Reranker:
                     raise
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 2.0)
+
+
+def _ranked(results: list[Result], top_n: int | None) -> list[Result]:
+    ranked = sorted(results, key=lambda r: (-r.score, r.index))
+    return ranked if top_n is None else ranked[:top_n]
