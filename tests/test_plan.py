@@ -84,3 +84,22 @@ def test_registered_before_the_weights_are_here_compares_the_uri():
 def test_no_verification_asked():
     desired = Desired("demo-x", "/w", "demo", 2, SPEC, verify=False)
     assert plan(desired, Observed(False))[5].state == DONE
+
+
+TUNED = {"threads_per_replica": 1, "batch_size": None, "batch_interval": 0.0, "use_fp16": False, "env": {}}
+
+
+def test_threads_and_batching_the_instance_was_launched_with_are_compared():
+    desired = Desired(model_name="demo-x", model_uri="/w", uid="demo", replica=2, spec=SPEC, tuning=TUNED)
+    launched = {**TUNED, "threads_per_replica": 2, "batch_interval": None}
+    observed = Observed(True, SPEC, SPEC, INSTANCE, READY, True, launched_with=launched)
+    refusal = plan(desired, observed)[3]
+    assert refusal.state == REFUSED
+    assert refusal.detail.endswith("threads_per_replica: running 2, wanted 1; batch_interval: running None, wanted 0.0")
+    assert plan(desired, observed, replace=True)[3].state == TODO
+
+
+def test_an_instance_launched_without_a_record_is_taken_as_it_is():
+    desired = Desired(model_name="demo-x", model_uri="/w", uid="demo", replica=2, spec=SPEC, tuning=TUNED)
+    observed = Observed(True, SPEC, SPEC, INSTANCE, READY, True, launched_with=None)
+    assert plan(desired, observed)[3].state == DONE

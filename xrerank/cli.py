@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from .errors import BadInput, Unreachable, XrerankError
-from .render import emit_json, findings_text, plan_text, report_text, results_text, status_text
+from .render import bench_text, emit_json, findings_text, plan_text, report_text, results_text, status_text
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:9997"
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -271,12 +271,14 @@ def _read_spec_file(path: Path) -> dict:
 @click.option("--worker-ip", help="Place the replicas on this worker (address or host).")
 @click.option("--use-fp16", is_flag=True, help="Half precision (GPU only; refused on CPU, ~6x slower there).")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads per CPU replica (default: cores / replicas).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Pairs per server micro-batch (Xinference: 32).")
+@click.option("--batch-interval", type=click.FloatRange(0, 10), help="Seconds to gather one (Xinference: 0.003).")
 @click.option("--env", "envs", type=(str, str), multiple=True, help="KEY VALUE for the model processes.")
 @click.option("--timeout", "wait_for", type=click.FloatRange(min=1), default=600, show_default=True)
 @json_option
 @click.pass_obj
-def launch(connection, model_name, model_uid, replica, gpu_idx, n_gpu, device, worker_ip, use_fp16, threads, envs,
-           wait_for, as_json):  # fmt: skip
+def launch(connection, model_name, model_uid, replica, gpu_idx, n_gpu, device, worker_ip, use_fp16, threads,
+           batch_size, batch_interval, envs, wait_for, as_json):  # fmt: skip
     """Launch a registered model and return only when EVERY replica is READY.
 
     \b
@@ -295,6 +297,8 @@ def launch(connection, model_name, model_uid, replica, gpu_idx, n_gpu, device, w
         worker_ip=worker_ip,
         use_fp16=use_fp16,
         threads_per_replica=threads,
+        batch_size=batch_size,
+        batch_interval=batch_interval,
         envs=dict(envs),
     )
     started = time.monotonic()
@@ -427,6 +431,70 @@ def _rerank_target(server, model_uid: str | None) -> tuple[str, bool]:
     registration = server.registration(name) if name else None
     model_id = ((registration or {}).get("model_specs") or [{}])[0].get("model_id")
     return model_uid, is_random_model(model_id)
+
+
+@cli.command()
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model-uid", help="Default: FILE's model, else the only rerank model running.")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=4, show_default=True, help="Callers at once.")
+@click.option("--docs", type=click.IntRange(1, 10_000), default=16, show_default=True, help="Documents per request.")
+@click.option("--doc-tokens", type=click.IntRange(1, 8192), default=64, show_default=True, help="Words per document.")
+@click.option("--duration", type=click.FloatRange(0.5, 3600), default=10, show_default=True, help="Seconds.")
+@click.option("--max-requests", type=click.IntRange(min=1), default=100_000, show_default=True)
+@click.option("--queries", type=click.IntRange(min=0), default=0, help="Draw queries from this many (0: all new).")
+@click.option("--cache-size", type=click.IntRange(min=0), default=0, help="Client score cache entries (0: off).")
+@click.option("--keep-alive/--no-keep-alive", default=None, help="Reuse connections (default: over https only).")
+@json_option
+@click.pass_obj
+def bench(connection, file, model_uid, concurrency, docs, doc_tokens, duration, max_requests, queries, cache_size,
+          keep_alive, as_json):  # fmt: skip
+    """Load a deployed reranker for a bounded time; report latency p50/p95/p99 and throughput.
+
+    Requests are not retried: every failure is counted, and any failure makes the exit code 1.
+
+    \b
+        xrerank bench configs/demo.yaml --concurrency 4 --duration 10
+    """
+    from .bench import Workload, run_bench
+    from .cache import ScoreCache
+    from .client import Reranker
+
+    if file is not None:
+        target, server = _load(connection, file)
+        model_uid = model_uid or target.settings.uid
+    else:
+        server = connection.server()
+        model_uid = _rerank_target(server, model_uid)[0]
+    workload = Workload(docs, doc_tokens, concurrency, duration, max_requests, queries)
+    cache = ScoreCache(cache_size) if cache_size else None
+    client = Reranker(
+        server.endpoint, model_uid, timeout=connection.timeout, retry_for=0, credentials=server.api.credentials,
+        cache=cache, connections=concurrency, keep_alive=keep_alive,
+    )  # fmt: skip
+    with client:
+        result = run_bench(client.rerank, workload, _bench_progress(duration), cache).as_dict()
+    if sys.stderr.isatty():
+        click.echo(err=True)
+    document = {"endpoint": server.endpoint, "model_uid": model_uid, **result}
+    emit_json(document) if as_json else click.echo(bench_text(document))
+    if document["errors"]:
+        sys.exit(1)
+
+
+def _bench_progress(duration: float):
+    """A progress line on stderr: rewritten in place on a terminal, every 5 s otherwise."""
+    on_terminal = sys.stderr.isatty()
+
+    def show(result) -> None:
+        if not on_terminal and int(result.elapsed) % 5:
+            return
+        line = (
+            f"bench {min(result.elapsed, duration):5.1f}/{duration:g} s  {result.answered} answered  "
+            f"{sum(result.errors.values())} errors  {result.requests_per_second:.1f} req/s"
+        )
+        click.echo(f"\r{line}" if on_terminal else line, err=True, nl=not on_terminal)
+
+    return show
 
 
 # --- the declarative commands ------------------------------------------------------------------

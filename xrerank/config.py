@@ -59,6 +59,8 @@ class Launch(_Strict):
     worker_ip: str | None = None
     use_fp16: bool = False
     threads_per_replica: int | None = Field(default=None, ge=1)
+    batch_size: int | None = Field(default=None, ge=1, description="pairs per micro-batch (Xinference: 32)")
+    batch_interval: float | None = Field(default=None, ge=0, description="seconds to gather one (Xinference: 0.003)")
     env: dict[str, str] = {}
 
 

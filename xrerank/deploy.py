@@ -228,9 +228,10 @@ class Target:
     def spec_path(self) -> Path:
         return self.home / "specs" / f"{self.deployment.registration.model_name}.json"
 
-    def stamp_path(self, endpoint: str) -> Path:
+    def stamp_path(self, endpoint: str, kind: str = "") -> Path:
+        """Where xrerank records what it did on `endpoint`: verified ("") or launched ("launch")."""
         server = endpoint.split("://", 1)[-1].replace("/", "_").replace(":", "_")
-        return self.home / "deployments" / f"{self.settings.uid}@{server}.json"
+        return self.home / "deployments" / f"{self.settings.uid}@{server}{'.' + kind if kind else ''}.json"
 
 
 def resolve(deployment: Deployment, base: Path, home: Path) -> Target:
@@ -245,6 +246,8 @@ def resolve(deployment: Deployment, base: Path, home: Path) -> Target:
         worker_ip=launch.worker_ip,
         use_fp16=launch.use_fp16,
         threads_per_replica=launch.threads_per_replica,
+        batch_size=launch.batch_size,
+        batch_interval=launch.batch_interval,
         envs=dict(launch.env),
     )
     validate_model_name(settings.model_name)
@@ -282,7 +285,9 @@ def observe(server: Xinference, target: Target) -> tuple[Desired, Observed]:
         gpu_idx=target.settings.gpu_idx,
         worker_ip=target.settings.worker_ip,
         verify=target.deployment.verify.suite != "none",
+        tuning=target.settings.tuning(),
     )
+    launched = _read_json(target.stamp_path(server.endpoint, "launch")) or {}
     observed = Observed(
         weights_complete=spec is not None,
         spec_file=_read_json(target.spec_path),
@@ -290,6 +295,7 @@ def observe(server: Xinference, target: Target) -> tuple[Desired, Observed]:
         instance=instance,
         replicas=replicas,
         verified=_stamp_matches(target, server.endpoint, spec, instance),
+        launched_with=launched.get("tuning") if _same_instance(launched, instance) else None,
     )
     return desired, observed
 
@@ -349,6 +355,7 @@ def deploy(
     if by_name["launch"].state != DONE or by_name["wait"].state != DONE:
         outcome = launch_model(server, target.settings, deadline, progress, replace=by_name["launch"].replace)
         result.carried_out.append("launch" if outcome != "resumed" else "wait")
+        _record_launch(server, target)
     if by_name["verify"].state != DONE:
         result.verification = _verify_and_stamp(server, target, spec, progress)
         result.carried_out.append("verify")
@@ -358,6 +365,18 @@ def deploy(
 def _raise_if_refused(steps: list[Step]) -> None:
     if refused(steps):
         raise Conflict("; ".join(step.detail for step in refused(steps)) + "; use --replace to change it")
+
+
+def _record_launch(server: Xinference, target: Target) -> None:
+    """Keep what the server cannot report (threads, batching, env), tied to this very instance."""
+    instance = server.instance(target.settings.uid) or {}
+    record = {"instance_created_ts": instance.get("instance_created_ts"), "tuning": target.settings.tuning()}
+    target.stamp_path(server.endpoint, "launch").parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomically(target.stamp_path(server.endpoint, "launch"), record)
+
+
+def _same_instance(record: dict, instance: dict | None) -> bool:
+    return instance is not None and record.get("instance_created_ts") == instance.get("instance_created_ts")
 
 
 def _verify_and_stamp(server: Xinference, target: Target, spec: dict, progress: Progress) -> Report:
@@ -411,6 +430,7 @@ def destroy(server: Xinference, target: Target, purge_weights: bool = False) -> 
         "unregister": unregister_model(server, target.settings.model_name),
     }
     target.stamp_path(server.endpoint).unlink(missing_ok=True)
+    target.stamp_path(server.endpoint, "launch").unlink(missing_ok=True)
     target.spec_path.unlink(missing_ok=True)
     if purge_weights and target.deployment.weights.source != "local" and target.weights.exists():
         shutil.rmtree(target.weights)
@@ -452,9 +472,7 @@ def _stamp_matches(target: Target, endpoint: str, spec: dict | None, instance: d
     stamp = _read_json(target.stamp_path(endpoint))
     if stamp is None or instance is None or spec is None:
         return False
-    return stamp.get("fingerprint") == _fingerprint(target, spec) and stamp.get("instance_created_ts") == instance.get(
-        "instance_created_ts"
-    )
+    return stamp.get("fingerprint") == _fingerprint(target, spec) and _same_instance(stamp, instance)
 
 
 def _read_json(path: Path) -> dict | None:

@@ -27,6 +27,7 @@ class Desired:
     gpu_idx: tuple[int, ...] = ()
     worker_ip: str | None = None
     verify: bool = True
+    tuning: dict = field(default_factory=dict)  # LaunchSettings.tuning()
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Observed:
     instance: dict | None = None
     replicas: list[dict] = field(default_factory=list)
     verified: bool = False
+    launched_with: dict | None = None  # the tuning xrerank recorded for this very instance, if any
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,12 @@ def launch_step(desired: Desired, observed: Observed, replace: bool, register_re
         where = ", ".join(f"#{r.get('replica_id')} {r.get('status')} on {r.get('worker_address')}" for r in lost)
         return Step("launch", TODO, f"restore: {len(lost)} of {len(observed.replicas)} replicas lost ({where})", True)
     differences = _instance_differences(desired, instance, observed.replicas)
+    if observed.launched_with is not None and observed.launched_with != desired.tuning:
+        differences += [
+            f"{key}: running {observed.launched_with.get(key)}, wanted {wanted}"
+            for key, wanted in desired.tuning.items()
+            if observed.launched_with.get(key) != wanted
+        ]
     if register_replaced:
         differences.append("the registration changes, so the running model must be relaunched")
     if not differences:

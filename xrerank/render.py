@@ -74,3 +74,26 @@ def status_text(status: dict) -> str:
 
 def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def bench_text(document: dict) -> str:
+    workload, latency = document["workload"], document["latency_ms"]
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f} ms"
+
+    lines = [
+        f"{document['model_uid']} on {document['endpoint']}: {workload['concurrency']} callers, "
+        f"{workload['docs']} documents of ~{workload['doc_tokens']} tokens, {document['elapsed_s']:.1f} s",
+        f"  answered    {document['answered']} of {document['requests']} ({document['errors']} errors)",
+        f"  latency     p50 {ms(latency['p50'])}   p95 {ms(latency['p95'])}   p99 {ms(latency['p99'])}",
+        f"  throughput  {document['requests_per_s']:.1f} requests/s, {document['pairs_per_s']:.0f} pairs/s",
+    ]
+    if "cache" in document:
+        cache = document["cache"]
+        lines.append(
+            f"  cache       {cache['hit_rate']:.1%} of pairs hit, {cache['answered_from_cache']} requests answered "
+            f"from it (p50 {ms(cache['hit_p50_ms'])}), {cache['entries']}/{cache['max_entries']} entries"
+        )
+    lines += [f"  error       {count} x {reason}" for reason, count in document["error_reasons"].items()]
+    return "\n".join(lines)

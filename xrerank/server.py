@@ -35,6 +35,8 @@ class LaunchSettings:
     worker_ip: str | None = None
     use_fp16: bool = False
     threads_per_replica: int | None = None
+    batch_size: int | None = None
+    batch_interval: float | None = None
     envs: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -44,6 +46,16 @@ class LaunchSettings:
     @property
     def wants_gpu(self) -> bool:
         return bool(self.gpu_idx) or bool(self.n_gpu) or self.device == "cuda"
+
+    def tuning(self) -> dict:
+        """What the launch sets that the server does not report back: compared through xrerank's record."""
+        return {
+            "threads_per_replica": self.threads_per_replica,
+            "batch_size": self.batch_size,
+            "batch_interval": self.batch_interval,
+            "use_fp16": self.use_fp16,
+            "env": dict(sorted(self.envs.items())),
+        }
 
     def target_workers(self, workers: list[dict]) -> list[dict]:
         """The workers the replicas may land on: the one `worker_ip` names, or all of them."""
@@ -78,6 +90,10 @@ def check_launch_settings(settings: LaunchSettings) -> None:
         raise BadInput("fp16 on CPU runs about 6x slower than fp32: drop fp16, or launch on a GPU")
     if settings.threads_per_replica is not None and settings.threads_per_replica < 1:
         raise BadInput(f"threads per replica must be at least 1, got {settings.threads_per_replica}")
+    if settings.batch_size is not None and settings.batch_size < 1:
+        raise BadInput(f"batch size must be at least 1, got {settings.batch_size}")
+    if settings.batch_interval is not None and not 0 <= settings.batch_interval <= 10:
+        raise BadInput(f"batch interval must be between 0 and 10 seconds, got {settings.batch_interval}")
 
 
 def replica_reachable(replica: dict, timeout: float = 0.5) -> bool:
@@ -124,6 +140,11 @@ def launch_payload(settings: LaunchSettings, threads: int | None) -> dict:
         payload["worker_ip"] = settings.worker_ip
     if settings.use_fp16:
         payload["use_fp16"] = True
+    # Read by the model's micro-batcher (xinference/model/batch.py), per launch.
+    if settings.batch_size is not None:
+        payload["batch_size"] = settings.batch_size
+    if settings.batch_interval is not None:
+        payload["batch_interval"] = settings.batch_interval
     envs = dict(settings.envs)
     if threads is not None:
         envs.setdefault("OMP_NUM_THREADS", str(threads))

@@ -1,0 +1,159 @@
+"""Load a deployed reranker the way a RAG front-end does, and measure what it answers.
+
+Closed loop: `concurrency` callers each send a request, wait for its answer and send the next,
+until the duration or the request count runs out. Requests are never retried, so every failure
+is counted; latencies are those of the answered requests.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from .cache import CacheStats, ScoreCache
+
+# Common English words: about one token each for XLM-RoBERTa's and BERT's vocabularies.
+WORDS = (
+    "the model ranks each passage by how well it answers the query retrieval systems first recall many "
+    "candidates with a vector index then a cross encoder reads query and passage together and scores "
+    "their relevance apple fruit company phone capital city river mountain history science energy "
+    "market price water health school music travel weather sport language computer network data"
+).split()
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the callers send. `queries` > 0 draws each query from that many distinct ones."""
+
+    docs: int = 16
+    doc_tokens: int = 64
+    concurrency: int = 4
+    duration: float = 10.0
+    max_requests: int = 100_000
+    queries: int = 0
+    seed: int = 0
+
+    def documents(self, request: int) -> list[str]:
+        rng = random.Random(f"{self.seed}-docs-{request % 8}")
+        return [" ".join(rng.choice(WORDS) for _ in range(self.doc_tokens)) for _ in range(self.docs)]
+
+    def query(self, request: int, rng: random.Random) -> tuple[str, int]:
+        """The query text and the document set it goes with (repeated queries bring the same set)."""
+        topic = rng.randrange(self.queries) if self.queries else request
+        words = random.Random(f"{self.seed}-query-{topic}")
+        return "which passage explains " + " ".join(words.choice(WORDS) for _ in range(8)) + f" {topic}", topic
+
+
+@dataclass
+class BenchResult:
+    workload: Workload
+    elapsed: float
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter = field(default_factory=Counter)
+    cache_hit_latencies: list[float] = field(default_factory=list)
+    cache: CacheStats | None = None
+
+    @property
+    def answered(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def requests_per_second(self) -> float:
+        return self.answered / self.elapsed if self.elapsed else 0.0
+
+    @property
+    def pairs_per_second(self) -> float:
+        return self.requests_per_second * self.workload.docs
+
+    def percentile(self, fraction: float, latencies: list[float] | None = None) -> float | None:
+        """Nearest-rank percentile of the answered requests' latencies, in seconds."""
+        ordered = sorted(self.latencies if latencies is None else latencies)
+        if not ordered:
+            return None
+        return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))]
+
+    def as_dict(self) -> dict:
+        def ms(value: float | None) -> float | None:
+            return None if value is None else round(value * 1000, 2)
+
+        document = {
+            "workload": self.workload.__dict__,
+            "elapsed_s": round(self.elapsed, 3),
+            "requests": self.answered + sum(self.errors.values()),
+            "answered": self.answered,
+            "errors": sum(self.errors.values()),
+            "error_reasons": dict(self.errors.most_common(5)),
+            "latency_ms": {name: ms(self.percentile(q)) for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
+            "requests_per_s": round(self.requests_per_second, 2),
+            "pairs_per_s": round(self.pairs_per_second, 1),
+        }
+        if self.cache is not None:
+            document["cache"] = {
+                **self.cache.as_dict(),
+                "answered_from_cache": len(self.cache_hit_latencies),
+                "hit_p50_ms": ms(self.percentile(0.5, self.cache_hit_latencies)),
+            }
+        return document
+
+
+def run_bench(
+    rerank: Callable[[str, list[str]], object],
+    workload: Workload,
+    on_progress: Callable[[BenchResult], None] | None = None,
+    cache: ScoreCache | None = None,
+) -> BenchResult:
+    """Drive `rerank(query, documents)` with the workload and return what was measured.
+
+    With the client's `cache`, a request that found all its pairs there counts as answered and
+    its latency also lands in `cache_hit_latencies`.
+    """
+    result = BenchResult(workload, 0.0)
+    lock = threading.Lock()
+    sent = iter(range(workload.max_requests))
+    started = time.perf_counter()
+    deadline = started + workload.duration
+
+    def caller(number: int) -> None:
+        rng = random.Random(f"{workload.seed}-caller-{number}")
+        while time.perf_counter() < deadline:
+            with lock:
+                request = next(sent, None)
+            if request is None:
+                return
+            query, topic = workload.query(request, rng)
+            documents = workload.documents(topic)
+            begin = time.perf_counter()
+            try:
+                rerank(query, documents)
+            except Exception as exc:  # noqa: BLE001 - every failure is counted, by its reason
+                with lock:
+                    result.errors[str(exc).splitlines()[0][:200] or type(exc).__name__] += 1
+                continue
+            latency = time.perf_counter() - begin
+            with lock:
+                result.latencies.append(latency)
+                if cache is not None and not cache.last_lookup_missed():
+                    result.cache_hit_latencies.append(latency)
+
+    def report() -> None:
+        while not finished.wait(1.0):
+            result.elapsed = time.perf_counter() - started
+            on_progress(result)
+
+    finished = threading.Event()
+    watcher = threading.Thread(target=report, daemon=True) if on_progress else None
+    if watcher:
+        watcher.start()
+    try:
+        with ThreadPoolExecutor(max_workers=workload.concurrency) as pool:
+            list(pool.map(caller, range(workload.concurrency)))
+    finally:
+        finished.set()
+    result.elapsed = time.perf_counter() - started
+    result.cache = cache.stats() if cache is not None else None
+    return result
