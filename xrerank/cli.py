@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from .errors import BadInput, Unreachable, XrerankError
-from .render import bench_text, emit_json, findings_text, plan_text, report_text, results_text, status_text
+from .render import bench_text, emit_json, findings_text, plan_text, report_text, results_text, status_text, tune_text
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:9997"
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -592,6 +592,52 @@ def verify(connection, file, model_uid, suite, cases, as_json):
     emit_json({"model_uid": model_uid, **report}) if as_json else click.echo(report_text(report))
     if not report["passed"]:
         sys.exit(FAILED)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--budget", type=click.FloatRange(min=10), default=300, show_default=True, help="Seconds in all.")
+@click.option("--trial-duration", type=click.FloatRange(1, 600), default=10, show_default=True, help="Seconds each.")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=4, show_default=True, help="Callers at once.")
+@click.option("--docs", type=click.IntRange(1, 10_000), default=16, show_default=True, help="Documents per request.")
+@click.option("--doc-tokens", type=click.IntRange(1, 8192), default=64, show_default=True, help="Words per document.")
+@click.option("--no-write", is_flag=True, help="Print the table, leave FILE as it is.")
+@json_option
+@click.pass_obj
+def tune(connection, file, budget, trial_duration, concurrency, docs, doc_tokens, no_write, as_json):
+    """Try launch settings on FILE's server within a time budget; write the fastest into FILE.
+
+    Trials run under a scratch uid (<uid>-tune), one at a time, and are terminated; the running
+    deployment is not touched. Apply the result with `xrerank deploy FILE --replace`.
+
+    \b
+        xrerank tune configs/demo.yaml --budget 180
+    """
+    from .bench import Workload
+    from .tune import tune as run
+    from .tune import write_best
+
+    target, server = _load(connection, file)
+    workload = Workload(docs, doc_tokens, concurrency, trial_duration)
+    tuning = run(server, target, workload, budget, progress)
+    if tuning.best is None:
+        raise XrerankError("no trial finished without errors; see the failures above")
+    if not no_write:
+        write_best(file, tuning.best.setting)
+    if as_json:
+        emit_json(
+            {
+                "model_uid": target.settings.uid,
+                "trials": [trial.as_dict() for trial in tuning.trials],
+                "best": tuning.best.setting.__dict__,
+                "not_tried": [setting.__dict__ for setting in tuning.skipped],
+                "written": not no_write,
+            }
+        )
+        return
+    click.echo(tune_text(tuning))
+    if not no_write:
+        click.echo(f"wrote the best settings into {file}; apply them with: xrerank deploy {file} --replace")
 
 
 @cli.command()

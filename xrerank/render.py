@@ -97,3 +97,24 @@ def bench_text(document: dict) -> str:
         )
     lines += [f"  error       {count} x {reason}" for reason, count in document["error_reasons"].items()]
     return "\n".join(lines)
+
+
+def tune_text(tuning) -> str:
+    header = ("replicas", "threads", "batch", "interval", "pairs/s", "req/s", "p50 ms", "p95 ms", "errors")
+    lines = ["  " + "".join(f"{name:>9}" for name in header)]
+    for trial in tuning.trials:
+        mark = "*" if trial is tuning.best else " "
+        setting = "".join(f"{column:>9}" for column in trial.setting.columns())
+        if trial.result is None:
+            lines.append(f"{mark} {setting}   failed: {_clip(trial.failure or '', 60)}")
+            continue
+        result = trial.result.as_dict()
+        latency = result["latency_ms"]
+        lines.append(
+            f"{mark} {setting}{result['pairs_per_s']:>9.0f}{result['requests_per_s']:>9.1f}"
+            f"{latency['p50'] or 0:>9.1f}{latency['p95'] or 0:>9.1f}{result['errors']:>9}"
+        )
+    lines.append("  (- : Xinference's default; * : the best, written into the file)")
+    if tuning.skipped:
+        lines.append(f"  not tried within the budget: {'; '.join(s.label() for s in tuning.skipped)}")
+    return "\n".join(lines)
