@@ -7,6 +7,7 @@ is counted; latencies are those of the answered requests.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -75,7 +76,7 @@ class BenchResult:
         ordered = sorted(self.latencies if latencies is None else latencies)
         if not ordered:
             return None
-        return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))]
+        return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered) - 1e-9) - 1))]
 
     def as_dict(self) -> dict:
         def ms(value: float | None) -> float | None:

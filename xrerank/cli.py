@@ -619,7 +619,7 @@ def tune(connection, file, budget, trial_duration, concurrency, docs, doc_tokens
 
     target, server = _load(connection, file)
     workload = Workload(docs, doc_tokens, concurrency, trial_duration)
-    tuning = run(server, target, workload, budget, progress)
+    tuning = run(server, target.settings, workload, budget, progress)
     if tuning.best is None:
         raise XrerankError("no trial finished without errors; see the failures above")
     if not no_write:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .bench import BenchResult, Workload, run_bench
 from .client import Reranker
-from .deploy import Target, cpu_threads, launch_model, terminate_model
+from .deploy import cpu_threads, launch_model, terminate_model
 from .errors import BadInput, XrerankError
 from .server import LaunchSettings, Xinference
 
@@ -92,14 +92,16 @@ def candidates(own: Setting, cores: int | None) -> list[Setting]:
 
 def tune(
     server: Xinference,
-    target: Target,
+    settings: LaunchSettings,
     workload: Workload,
     budget: float,
     progress: Progress,
     launch_timeout: float = 600.0,
+    to_try: list[Setting] | None = None,
 ) -> Tuning:
-    """Run trials until the budget would be overrun; the server is left as it was found."""
-    settings = target.settings
+    """Run trials (`to_try`, else `candidates`) until the budget would be overrun.
+
+    The server is left as it was found: each trial's scratch instance is terminated."""
     if server.registration(settings.model_name) is None:
         raise XrerankError(f"{settings.model_name} is not registered on {server.endpoint}; run `xrerank deploy` first")
     scratch_uid = f"{settings.uid}-tune"
@@ -109,7 +111,7 @@ def tune(
     own = Setting(settings.replica, cpu_threads(server, settings), settings.batch_size, settings.batch_interval)
     if settings.uid in {model["id"] for model in server.models()}:
         progress(f"note: {settings.uid} is running on this server too; trials share the machine with it")
-    plan = candidates(own, cores)
+    plan = to_try or candidates(own, cores)
     trials: list[Trial] = []
     slowest = 0.0
     for setting in plan:

@@ -1,0 +1,285 @@
+"""xrerank's performance, side by side in one run, as ratios (issue 6).
+
+    .venv/bin/python scripts/bench.py            # about 10 minutes on 2 cores
+    .venv/bin/python scripts/bench.py --quick    # shorter runs, noisier figures
+
+Starts its own xinference-local (auth off, loopback) and generates two random-weight models:
+the demo (2 layers, hidden 64) and a base-size one (12 layers, hidden 768). Prints:
+  1. client overhead: xrerank's client vs raw HTTP vs xinference-client, same deployment;
+  2. the limit: the served model vs in-process CrossEncoder, same machine, inputs and threads,
+     for the demo (16 short documents) and the base-size model (256-token documents);
+  3. replicas x threads per replica x Xinference's micro-batching, on CPU (xrerank tune's trials);
+  4. the client's score cache on repeated queries;
+  5. start-up: `xrerank --help` / `xrerank status` vs `xinference --help` / `xinference list`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="Shorter measurements.")
+    args = parser.parse_args()
+    seconds = 4.0 if args.quick else 10.0
+
+    import torch
+    from bench_memory import base_config
+
+    from xrerank import local
+    from xrerank.demo import make_demo_model, make_random_model
+    from xrerank.deploy import register_model
+    from xrerank.modeldir import inspect_model_dir
+    from xrerank.server import Xinference
+    from xrerank.spec import build_spec
+
+    cores = os.cpu_count() or 1
+    print(f"machine: {cores} cores, torch {torch.__version__}, {torch.get_num_threads()} torch threads in-process")
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        models = {
+            "bench-demo": make_demo_model(root / "demo"),
+            "bench-base": make_random_model(root / "base", base_config(), "xrerank/random-base-12x768"),
+        }
+        port = free_port()
+        print(f"starting xinference-local on 127.0.0.1:{port} (auth off)")
+        server, _ = local.start(root / "server", port, auth=False)
+        try:
+            xinference = Xinference(server.endpoint)
+            for uid, directory in models.items():
+                register_model(xinference, build_spec(inspect_model_dir(directory), uid, max_tokens=512))
+            report = Report()
+            client_overhead(xinference, models["bench-demo"], seconds, report)
+            served_vs_in_process(xinference, models, cores, seconds, report)
+            configuration_matrix(xinference, cores, seconds, report)
+            cache_hits(xinference, seconds, report)
+            start_up(server.endpoint, report)
+            report.targets()
+        finally:
+            local.stop(root / "server")
+
+
+class Report:
+    """Collects the figures the targets are judged on."""
+
+    def __init__(self) -> None:
+        self.figures: dict[str, float] = {}
+
+    def targets(self) -> None:
+        f = self.figures
+        rows = [
+            ("client overhead at p50, over raw HTTP", f"{f['client_over_raw'] - 1:+.1%}", f["client_over_raw"] <= 1.03),
+            ("compute-bound: served / in-process pairs/s", f"{f['base_ratio']:.2f}x", f["base_ratio"] >= 0.95),
+            ("overhead-bound: served / in-process pairs/s", f"{f['demo_ratio']:.2f}x", f["demo_ratio"] >= 0.6),
+            ("xrerank --help", f"{f['help_s']:.3f} s", f["help_s"] <= 0.2),
+            ("xrerank --help / xinference --help", f"{f['help_ratio']:.3f}", f["help_ratio"] <= 0.1),
+            ("cache hit p50", f"{f['cache_hit_ms']:.3f} ms", f["cache_hit_ms"] < 1.0),
+        ]
+        heading("targets")
+        for name, value, met in rows:
+            print(f"  {name:<46}{value:>12}   {'met' if met else 'NOT met'}")
+
+
+def heading(title: str) -> None:
+    print(f"\n== {title}")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def launched(xinference, uid: str, replica: int = 1, threads: int | None = None):
+    from xrerank.deploy import launch_model
+    from xrerank.server import LaunchSettings
+
+    settings = LaunchSettings(uid, uid, replica=replica, device="cpu", threads_per_replica=threads)
+    launch_model(xinference, settings, time.monotonic() + 600)
+    return settings
+
+
+def sequential(call: Callable[[], object], seconds: float) -> float:
+    """Median latency of back-to-back calls for `seconds`, after three warm-up calls."""
+    for _ in range(3):
+        call()
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds
+    while time.perf_counter() < stop or len(latencies) < 10:
+        begin = time.perf_counter()
+        call()
+        latencies.append(time.perf_counter() - begin)
+    return statistics.median(latencies)
+
+
+def client_overhead(xinference, demo_dir: Path, seconds: float, report: Report) -> None:
+    import requests
+    from xinference_client import RESTfulClient
+
+    from xrerank.bench import Workload
+    from xrerank.client import Reranker
+
+    heading("1. client overhead: demo model, 1 replica, 16 documents of ~12 words, one caller")
+    launched(xinference, "bench-demo")
+    endpoint = xinference.endpoint
+    workload = Workload(docs=16, doc_tokens=12)
+    documents = workload.documents(0)
+    query = "which passage explains the capital city"
+    body = {"model": "bench-demo", "query": query, "documents": documents}
+    kept_alive = requests.Session()
+    handle = RESTfulClient(endpoint).get_model("bench-demo")
+    with Reranker(endpoint, "bench-demo") as client:
+        rows = {
+            "xrerank client": lambda: client.rerank(query, documents),
+            "raw HTTP, a connection per request": lambda: requests.post(
+                f"{endpoint}/v1/rerank", json=body, headers={"Connection": "close"}, timeout=30
+            ).json(),
+            "raw HTTP, kept-alive session": lambda: kept_alive.post(
+                f"{endpoint}/v1/rerank", json=body, timeout=30
+            ).json(),
+            "xinference-client": lambda: handle.rerank(documents, query),
+        }
+        p50 = {name: sequential(call, seconds) for name, call in rows.items()}
+    raw = p50["raw HTTP, a connection per request"]
+    print(f"  {'':40}{'p50 ms':>9}{'vs raw HTTP':>13}")
+    for name, value in p50.items():
+        print(f"  {name:40}{value * 1000:9.1f}{value / raw:12.2f}x")
+    report.figures["client_over_raw"] = p50["xrerank client"] / raw
+
+
+def in_process(model_dir: Path, workload, seconds: float) -> float:
+    """Pairs/s of CrossEncoder.predict in this process, one caller, all cores' threads."""
+    from sentence_transformers import CrossEncoder
+
+    from xrerank.bench import run_bench
+
+    model = CrossEncoder(str(model_dir), device="cpu", max_length=512)
+    run_bench(lambda q, docs: model.predict([(q, d) for d in docs]), replace(workload, duration=1, concurrency=1))
+    return run_bench(
+        lambda q, docs: model.predict([(q, d) for d in docs]), replace(workload, duration=seconds, concurrency=1)
+    ).pairs_per_second
+
+
+def served(endpoint: str, uid: str, workload) -> tuple[float, dict]:
+    from xrerank.bench import run_bench
+    from xrerank.client import Reranker
+
+    with Reranker(endpoint, uid, retry_for=0, connections=workload.concurrency, timeout=120) as client:
+        run_bench(client.rerank, replace(workload, duration=1, max_requests=workload.concurrency))
+        result = run_bench(client.rerank, workload)
+    if result.errors:
+        print(f"  errors: {dict(result.errors)}")
+    return result.pairs_per_second, result.as_dict()
+
+
+def served_vs_in_process(xinference, models: dict[str, Path], cores: int, seconds: float, report: Report) -> None:
+    from xrerank.bench import Workload
+
+    cases = [
+        ("bench-demo", Workload(docs=16, doc_tokens=12), (1, 2, 4), "demo_ratio"),
+        ("bench-base", Workload(docs=4, doc_tokens=256), (1, 2), "base_ratio"),
+    ]
+    for uid, workload, concurrencies, figure in cases:
+        heading(f"2. the limit: {uid}, {workload.docs} documents of ~{workload.doc_tokens} words, {cores} threads")
+        launched(xinference, uid, threads=cores)
+        duration = seconds * (3 if uid == "bench-base" else 1)
+        limit = in_process(models[uid], workload, duration)
+        print(f"  in-process CrossEncoder.predict, one caller: {limit:9.1f} pairs/s")
+        best = 0.0
+        for concurrency in concurrencies:
+            load = replace(workload, concurrency=concurrency, duration=duration)
+            pairs, result = served(xinference.endpoint, uid, load)
+            best = max(best, pairs)
+            print(
+                f"  served, 1 replica x {cores} threads, {concurrency} caller(s): {pairs:9.1f} pairs/s "
+                f"= {pairs / limit:.2f}x   (p50 {result['latency_ms']['p50']} ms)"
+            )
+        report.figures[figure] = best / limit
+        report.figures[f"{uid}_limit"] = limit
+        xinference.terminate(uid)
+
+
+def configuration_matrix(xinference, cores: int, seconds: float, report: Report) -> None:
+    from xrerank.bench import Workload
+    from xrerank.render import tune_text
+    from xrerank.server import LaunchSettings
+    from xrerank.tune import Setting, tune
+
+    heading("3. replicas x threads per replica x micro-batching: demo model, 16 x ~12 words, 4 callers")
+    to_try = [Setting(r, t) for r in (1, 2) for t in (1, cores) if r * t <= 2 * cores]
+    to_try += [Setting(1, cores, batch_interval=0.0), Setting(1, cores, batch_size=64, batch_interval=0.01)]
+    to_try += [Setting(2, max(1, cores // 2), batch_interval=0.0)]
+    settings = LaunchSettings("bench-demo", "bench-demo", device="cpu")
+    workload = Workload(docs=16, doc_tokens=12, concurrency=4, duration=seconds)
+    tuning = tune(xinference, settings, workload, float("inf"), lambda _: None, to_try=to_try)
+    print(tune_text(tuning))
+    if tuning.best is not None:
+        best = tuning.best.result.pairs_per_second / report.figures["bench-demo_limit"]
+        print(f"  the best setting serves {best:.2f}x the in-process pairs/s")
+        report.figures["demo_ratio"] = max(report.figures["demo_ratio"], best)
+
+
+def cache_hits(xinference, seconds: float, report: Report) -> None:
+    from xrerank.bench import Workload, run_bench
+    from xrerank.cache import ScoreCache
+    from xrerank.client import Reranker
+
+    heading("4. score cache: demo model, 4 callers drawing from 50 distinct queries")
+    launched(xinference, "bench-demo")
+    workload = Workload(docs=16, doc_tokens=12, concurrency=4, duration=seconds, queries=50)
+    for size in (0, 10_000):
+        cache = ScoreCache(size) if size else None
+        with Reranker(xinference.endpoint, "bench-demo", retry_for=0, cache=cache, connections=4) as client:
+            result = run_bench(client.rerank, workload, cache=cache).as_dict()
+        line = f"  cache {'off' if not size else f'{size} entries'}: {result['requests_per_s']:9.1f} requests/s"
+        if cache is not None:
+            hits = result["cache"]
+            line += f", {hits['hit_rate']:.1%} of pairs hit, hit p50 {hits['hit_p50_ms']} ms"
+            report.figures["cache_hit_ms"] = hits["hit_p50_ms"]
+        print(line)
+    xinference.terminate("bench-demo")
+
+
+def start_up(endpoint: str, report: Report) -> None:
+    heading("5. start-up: median wall time of 5 runs")
+    xrerank, xinference = str(VENV_BIN / "xrerank"), shutil.which("xinference", path=str(VENV_BIN))
+    commands = {
+        "xrerank --help": [xrerank, "--help"],
+        "xinference --help": [xinference, "--help"],
+        "xrerank status": [xrerank, "--endpoint", endpoint, "status"],
+        "xinference list": [xinference, "list", "--endpoint", endpoint],
+    }
+    timings = {}
+    for name, command in commands.items():
+        runs = []
+        for _ in range(5):
+            begin = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True)
+            runs.append(time.perf_counter() - begin)
+        timings[name] = statistics.median(runs)
+    for name, value in timings.items():
+        print(f"  {name:20}{value:8.3f} s")
+    print(f"  xrerank --help / xinference --help: {timings['xrerank --help'] / timings['xinference --help']:.3f}")
+    print(f"  xrerank status / xinference list:   {timings['xrerank status'] / timings['xinference list']:.3f}")
+    report.figures["help_s"] = timings["xrerank --help"]
+    report.figures["help_ratio"] = timings["xrerank --help"] / timings["xinference --help"]
+
+
+if __name__ == "__main__":
+    main()

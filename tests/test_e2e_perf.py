@@ -1,0 +1,116 @@
+"""`xrerank bench` and `xrerank tune` against the real server, and the client's cache on real scores."""
+
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+UID = "perf-reranker"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("perf-home")
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    """The demo deployment under its own name, one replica: what bench and tune are pointed at."""
+    text = DEMO.read_text().replace("model_uid: demo-reranker", f"model_uid: {UID}").replace("replica: 2", "replica: 1")
+    path = tmp_path_factory.mktemp("perf") / "perf.yaml"
+    path.write_text(text.replace("model_name: demo-bge-reranker-v2-m3", "model_name: perf-bge-reranker"))
+    return path
+
+
+@pytest.fixture
+def admin(xinference, home, deployment, run, monkeypatch):
+    monkeypatch.setenv("XRERANK_HOME", str(home))
+    if xinference.admin().instance(UID) is None:
+        result = run(*xinference.admin_args, "deploy", deployment)
+        assert result.exit_code == 0, result.stderr
+    return xinference.admin_args
+
+
+def test_bench_reports_latency_and_throughput(run, admin, deployment):
+    result, answer = run.json(*admin, "bench", deployment, "--duration", "2", "--concurrency", "2", "--docs", "8")
+    assert result.exit_code == 0, result.stderr
+    assert answer["model_uid"] == UID and answer["errors"] == 0 and answer["answered"] == answer["requests"] > 0
+    latency = answer["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"]
+    assert answer["pairs_per_s"] == pytest.approx(answer["requests_per_s"] * 8, rel=0.01)
+    assert "cache" not in answer
+
+
+def test_bench_stops_at_the_request_count(run, admin, deployment):
+    result, answer = run.json(*admin, "bench", deployment, "--duration", "60", "--max-requests", "5")
+    assert result.exit_code == 0, result.stderr
+    assert answer["requests"] == 5 and answer["elapsed_s"] < 30
+
+
+def test_bench_answers_repeated_queries_from_the_cache(run, admin, deployment):
+    args = ("--duration", "2", "--concurrency", "2", "--queries", "3", "--cache-size", "1000")
+    result, answer = run.json(*admin, "bench", deployment, *args)
+    assert result.exit_code == 0, result.stderr
+    cache = answer["cache"]
+    # 3 queries x 16 documents: 48 pairs to learn; two callers may both miss one before it is kept.
+    assert cache["entries"] == 48 and cache["misses"] <= 2 * 48
+    assert cache["hit_rate"] > 0.5 and cache["answered_from_cache"] > 0 and cache["hit_p50_ms"] is not None
+
+
+def test_bench_counts_every_failure_and_exits_1(run, admin):
+    result, answer = run.json(*admin, "bench", "--model-uid", "no-such-model", "--duration", "1", "--concurrency", "1")
+    assert result.exit_code == 1
+    assert answer["answered"] == 0 and answer["errors"] == answer["requests"] > 0
+    assert any("no-such-model" in reason for reason in answer["error_reasons"])
+
+
+def test_cached_scores_are_the_servers_and_a_relaunch_is_a_new_identity(admin, xinference):
+    from xrerank.cache import ScoreCache
+    from xrerank.client import Reranker
+
+    server = xinference.admin()
+    documents = ["apple fruit", "apple phone company", "great wall"]
+    cache = ScoreCache()
+    with Reranker(server.endpoint, UID, credentials=server.api.credentials) as plain:
+        expected = plain.rerank("apple company", documents)
+    with Reranker(server.endpoint, UID, credentials=server.api.credentials, cache=cache) as cached:
+        first = cached.rerank("apple company", documents)
+        again = cached.rerank("apple company", documents, top_n=2)
+        assert cached.revision.startswith("perf-bge-reranker@")
+    assert [(r.index, r.document) for r in first] == [(r.index, r.document) for r in expected]
+    assert [r.score for r in first] == pytest.approx([r.score for r in expected], abs=1e-5)
+    assert again == first[:2]
+    assert (cache.stats().hits, cache.stats().misses) == (3, 3)
+
+
+def test_tune_writes_the_best_settings_and_leaves_the_server_as_it_was(run, admin, deployment, xinference, tmp_path):
+    before = sorted(m["id"] for m in xinference.admin().models())
+    tuned = tmp_path / "tuned.yaml"
+    tuned.write_text(deployment.read_text())
+    args = ("--budget", "10", "--trial-duration", "1", "--concurrency", "2")
+    result, answer = run.json(*admin, "tune", tuned, *args)
+    assert result.exit_code == 0, result.stderr
+    assert len(answer["trials"]) == 1 and answer["not_tried"], "the budget allows the first trial only"
+    trial = answer["trials"][0]
+    assert trial["failure"] is None and trial["bench"]["errors"] == 0 and trial["bench"]["answered"] > 0
+    assert answer["written"] and answer["best"]["threads_per_replica"] == 2
+    assert sorted(m["id"] for m in xinference.admin().models()) == before
+    text = tuned.read_text()
+    assert "threads_per_replica: 2" in text and "# quality needs real weights" in text
+
+    refused = run(*admin, "deploy", tuned)
+    assert refused.exit_code == 1 and "threads_per_replica: running None, wanted 2" in refused.stderr
+    applied = run(*admin, "deploy", tuned, "--replace")
+    assert applied.exit_code == 0, applied.stderr
+    result, again = run.json(*admin, "deploy", tuned)
+    assert result.exit_code == 0 and again["changed"] is False
+
+
+def test_tune_with_no_write_leaves_the_file_alone(run, admin, deployment, tmp_path):
+    untouched = tmp_path / "untouched.yaml"
+    untouched.write_text(deployment.read_text())
+    args = ("--budget", "10", "--trial-duration", "1", "--no-write")
+    result, answer = run.json(*admin, "tune", untouched, *args)
+    assert result.exit_code == 0, result.stderr
+    assert answer["written"] is False and untouched.read_text() == deployment.read_text()

@@ -1,0 +1,140 @@
+"""The pure parts of the performance work: the score cache, the load loop, tune's choices and its file edit."""
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from xrerank.bench import BenchResult, Workload, run_bench
+from xrerank.cache import ScoreCache
+from xrerank.config import load_deployment
+from xrerank.errors import BadInput
+from xrerank.http import Api
+from xrerank.server import LaunchSettings, check_launch_settings, launch_payload
+from xrerank.tune import Setting, candidates, write_best
+
+DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+
+
+def test_cache_keys_differ_by_model_query_and_document():
+    keys = {
+        *ScoreCache.keys("m@1", "q", ["a", "b"]),
+        *ScoreCache.keys("m@2", "q", ["a"]),
+        *ScoreCache.keys("m@1", "q2", ["a"]),
+    }
+    assert len(keys) == 4
+    assert ScoreCache.keys("m@1", "q", ["a"]) == ScoreCache.keys("m@1", "q", ["a"])
+
+
+def test_cache_is_bounded_and_drops_the_least_recently_used():
+    cache = ScoreCache(max_entries=2)
+    a, b, c = ScoreCache.keys("m", "q", ["a", "b", "c"])
+    cache.put_many([a, b], [0.1, 0.2])
+    assert cache.get_many([a]) == [0.1]  # a is now the most recently used
+    cache.put_many([c], [0.3])
+    assert cache.get_many([a, b, c]) == [0.1, None, 0.3]
+    stats = cache.stats()
+    assert (stats.hits, stats.misses, stats.entries) == (3, 1, 2)
+    assert stats.hit_rate == pytest.approx(0.75)
+
+
+def test_cache_tells_each_thread_whether_its_own_lookup_missed():
+    cache = ScoreCache()
+    known, unknown = ScoreCache.keys("m", "q", ["known", "unknown"])
+    cache.put_many([known], [1.0])
+    seen = {}
+
+    def look_up(name, keys):
+        cache.get_many(keys)
+        time.sleep(0.05)  # the other thread looks up meanwhile
+        seen[name] = cache.last_lookup_missed()
+
+    threads = [threading.Thread(target=look_up, args=(n, k)) for n, k in (("hit", [known]), ("miss", [unknown]))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == {"hit": 0, "miss": 1}
+
+
+def test_percentiles_are_nearest_rank():
+    result = BenchResult(Workload(), 1.0, latencies=[i / 1000 for i in range(1, 101)])
+    assert [result.percentile(q) for q in (0.5, 0.95, 0.99)] == [0.05, 0.095, 0.099]
+    assert BenchResult(Workload(), 1.0).percentile(0.5) is None
+
+
+def test_the_load_loop_stops_at_the_request_count_and_counts_failures():
+    calls = Counter()
+
+    def rerank(query, documents):
+        calls["all"] += 1
+        if calls["all"] % 3 == 0:
+            raise RuntimeError("boom\nsecond line")
+
+    result = run_bench(rerank, Workload(docs=4, concurrency=3, duration=30, max_requests=30))
+    assert calls["all"] == 30 and result.elapsed < 30
+    assert result.answered == 20 and result.errors == Counter({"boom": 10})
+    document = result.as_dict()
+    assert document["requests"] == 30 and document["pairs_per_s"] == pytest.approx(document["requests_per_s"] * 4, 0.01)
+
+
+def test_the_load_loop_stops_at_the_deadline_and_reports_progress():
+    seen = []
+    result = run_bench(lambda q, d: time.sleep(0.01), Workload(concurrency=2, duration=1.5), seen.append)
+    assert 1.5 <= result.elapsed < 3 and result.answered > 10 and seen
+
+
+def test_repeated_queries_bring_the_same_documents():
+    workload = Workload(docs=3, doc_tokens=5, queries=2)
+    import random
+
+    drawn = {workload.query(n, random.Random(n)) for n in range(20)}
+    assert len(drawn) == 2
+    assert all(len(doc.split()) == 5 for doc in workload.documents(0)) and len(workload.documents(0)) == 3
+
+
+def test_tune_tries_the_deployments_own_setting_first_then_the_core_splits():
+    tried = candidates(Setting(2, 1), cores=2)
+    assert tried[0] == Setting(2, 1)
+    assert Setting(1, 2) in tried and len(tried) == len(set(tried))
+    assert all(s.replica * s.threads_per_replica <= 2 for s in tried)
+    on_gpu = candidates(Setting(2, None), cores=None)
+    assert {s.replica for s in on_gpu} == {2} and {s.threads_per_replica for s in on_gpu} == {None}
+
+
+def test_the_best_setting_is_written_with_the_comments_kept(tmp_path):
+    path = tmp_path / "demo.yaml"
+    path.write_text(DEMO.read_text())
+    write_best(path, Setting(1, 2, batch_size=64, batch_interval=0.01))
+    text = path.read_text()
+    assert "# each replica gets cores / replicas threads" in text and text.startswith("# The offline demo")
+    launch = load_deployment(path)[0].launch
+    assert (launch.replica, launch.threads_per_replica, launch.batch_size, launch.batch_interval) == (1, 2, 64, 0.01)
+    write_best(path, Setting(1, 2))
+    launch = load_deployment(path)[0].launch
+    assert (launch.batch_size, launch.batch_interval) == (None, None)
+
+
+def test_a_file_that_would_not_load_is_not_written(tmp_path):
+    path = tmp_path / "demo.yaml"
+    original = DEMO.read_text().replace("version: 1", "version: 1\nunknown_key: 1")
+    path.write_text(original)
+    with pytest.raises(BadInput, match="unknown_key"):
+        write_best(path, Setting(1, 2))
+    assert path.read_text() == original and list(tmp_path.iterdir()) == [path]
+
+
+def test_batch_settings_reach_the_launch_and_bad_ones_are_refused():
+    payload = launch_payload(LaunchSettings("m", batch_size=64, batch_interval=0.0), threads=1)
+    assert (payload["batch_size"], payload["batch_interval"], payload["envs"]["OMP_NUM_THREADS"]) == (64, 0.0, "1")
+    assert "batch_size" not in launch_payload(LaunchSettings("m"), threads=None)
+    with pytest.raises(BadInput, match="batch interval"):
+        check_launch_settings(LaunchSettings("m", batch_interval=-1))
+
+
+def test_connections_are_kept_alive_only_through_https():
+    assert Api("http://127.0.0.1:9997").keep_alive is False
+    assert Api("https://rerank.example.com").keep_alive is True
+    assert Api("http://127.0.0.1:9997", keep_alive=True).keep_alive is True
