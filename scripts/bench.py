@@ -115,17 +115,20 @@ def launched(xinference, uid: str, replica: int = 1, threads: int | None = None)
     return settings
 
 
-def sequential(call: Callable[[], object], seconds: float) -> float:
-    """Median latency of back-to-back calls for `seconds`, after three warm-up calls."""
-    for _ in range(3):
-        call()
-    latencies: list[float] = []
-    stop = time.perf_counter() + seconds
-    while time.perf_counter() < stop or len(latencies) < 10:
-        begin = time.perf_counter()
-        call()
-        latencies.append(time.perf_counter() - begin)
-    return statistics.median(latencies)
+def interleaved_p50(calls: dict[str, Callable[[], object]], seconds: float, rounds: int = 5) -> dict[str, float]:
+    """Median latency of each way to call, in rounds that take turns, so drift hits them all alike."""
+    latencies: dict[str, list[float]] = {name: [] for name in calls}
+    for call in calls.values():
+        for _ in range(3):
+            call()
+    for _ in range(rounds):
+        for name, call in calls.items():
+            stop = time.perf_counter() + seconds / rounds
+            while time.perf_counter() < stop:
+                begin = time.perf_counter()
+                call()
+                latencies[name].append(time.perf_counter() - begin)
+    return {name: statistics.median(values) for name, values in latencies.items()}
 
 
 def client_overhead(xinference, demo_dir: Path, seconds: float, report: Report) -> None:
@@ -155,7 +158,7 @@ def client_overhead(xinference, demo_dir: Path, seconds: float, report: Report) 
             ).json(),
             "xinference-client": lambda: handle.rerank(documents, query),
         }
-        p50 = {name: sequential(call, seconds) for name, call in rows.items()}
+        p50 = interleaved_p50(rows, seconds)
     raw = p50["raw HTTP, a connection per request"]
     print(f"  {'':40}{'p50 ms':>9}{'vs raw HTTP':>13}")
     for name, value in p50.items():
@@ -163,54 +166,49 @@ def client_overhead(xinference, demo_dir: Path, seconds: float, report: Report) 
     report.figures["client_over_raw"] = p50["xrerank client"] / raw
 
 
-def in_process(model_dir: Path, workload, seconds: float) -> float:
-    """Pairs/s of CrossEncoder.predict in this process, one caller, all cores' threads."""
+def served_vs_in_process(xinference, models: dict[str, Path], cores: int, seconds: float, report: Report) -> None:
+    """Rounds that alternate in-process and served runs, so that drift in the machine's speed
+    (a few % between minutes on this VM) falls on both sides; each figure is the median round."""
     from sentence_transformers import CrossEncoder
 
-    from xrerank.bench import run_bench
-
-    model = CrossEncoder(str(model_dir), device="cpu", max_length=512)
-    run_bench(lambda q, docs: model.predict([(q, d) for d in docs]), replace(workload, duration=1, concurrency=1))
-    return run_bench(
-        lambda q, docs: model.predict([(q, d) for d in docs]), replace(workload, duration=seconds, concurrency=1)
-    ).pairs_per_second
-
-
-def served(endpoint: str, uid: str, workload) -> tuple[float, dict]:
-    from xrerank.bench import run_bench
+    from xrerank.bench import Workload, run_bench
     from xrerank.client import Reranker
 
-    with Reranker(endpoint, uid, retry_for=0, connections=workload.concurrency, timeout=120) as client:
-        run_bench(client.rerank, replace(workload, duration=1, max_requests=workload.concurrency))
-        result = run_bench(client.rerank, workload)
-    if result.errors:
-        print(f"  errors: {dict(result.errors)}")
-    return result.pairs_per_second, result.as_dict()
-
-
-def served_vs_in_process(xinference, models: dict[str, Path], cores: int, seconds: float, report: Report) -> None:
-    from xrerank.bench import Workload
-
     cases = [
-        ("bench-demo", Workload(docs=16, doc_tokens=12), (1, 2, 4), "demo_ratio"),
-        ("bench-base", Workload(docs=4, doc_tokens=256), (1, 2), "base_ratio"),
+        ("bench-demo", Workload(docs=16, doc_tokens=12), (1, 2, 4), seconds, "demo_ratio"),
+        ("bench-base", Workload(docs=4, doc_tokens=256), (1, 2), seconds * 1.5, "base_ratio"),
     ]
-    for uid, workload, concurrencies, figure in cases:
-        heading(f"2. the limit: {uid}, {workload.docs} documents of ~{workload.doc_tokens} words, {cores} threads")
+    for uid, workload, concurrencies, duration, figure in cases:
+        heading(
+            f"2. the limit: {uid}, {workload.docs} documents of ~{workload.doc_tokens} words, {cores} threads, "
+            f"3 alternating rounds of {duration:g} s"
+        )
         launched(xinference, uid, threads=cores)
-        duration = seconds * (3 if uid == "bench-base" else 1)
-        limit = in_process(models[uid], workload, duration)
-        print(f"  in-process CrossEncoder.predict, one caller: {limit:9.1f} pairs/s")
-        best = 0.0
-        for concurrency in concurrencies:
-            load = replace(workload, concurrency=concurrency, duration=duration)
-            pairs, result = served(xinference.endpoint, uid, load)
-            best = max(best, pairs)
+        model = CrossEncoder(str(models[uid]), device="cpu", max_length=512)
+
+        def predict(query: str, documents: list[str], model=model) -> object:
+            return model.predict([(query, document) for document in documents])
+
+        runs: dict[object, list[float]] = {"in-process": [], **{c: [] for c in concurrencies}}
+        with Reranker(xinference.endpoint, uid, retry_for=0, connections=max(concurrencies), timeout=120) as client:
+            for call in (predict, client.rerank):
+                run_bench(call, replace(workload, duration=1, max_requests=2))
+            for _ in range(3):
+                runs["in-process"].append(run_bench(predict, replace(workload, duration=duration)).pairs_per_second)
+                for concurrency in concurrencies:
+                    result = run_bench(client.rerank, replace(workload, concurrency=concurrency, duration=duration))
+                    if result.errors:
+                        print(f"  errors: {dict(result.errors)}")
+                    runs[concurrency].append(result.pairs_per_second)
+        limit = statistics.median(runs.pop("in-process"))
+        print(f"  in-process CrossEncoder.predict, one caller:  {limit:9.1f} pairs/s")
+        for concurrency, pairs in runs.items():
+            served = statistics.median(pairs)
             print(
-                f"  served, 1 replica x {cores} threads, {concurrency} caller(s): {pairs:9.1f} pairs/s "
-                f"= {pairs / limit:.2f}x   (p50 {result['latency_ms']['p50']} ms)"
+                f"  served, 1 replica x {cores} threads, {concurrency} caller(s): "
+                f"{served:9.1f} pairs/s = {served / limit:.2f}x"
             )
-        report.figures[figure] = best / limit
+        report.figures[figure] = max(statistics.median(pairs) for pairs in runs.values()) / limit
         report.figures[f"{uid}_limit"] = limit
         xinference.terminate(uid)
 

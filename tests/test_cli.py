@@ -182,3 +182,18 @@ def test_a_deployment_whose_local_weights_are_missing_changes_nothing(run, tmp_p
     result = run("--endpoint", f"http://127.0.0.1:{free_port()}", "deploy", path)
     assert result.exit_code == 3  # the server is asked first; nothing was created on disk
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_the_cli_starts_without_the_heavy_libraries():
+    """`xrerank --help` stays instant: torch, transformers, modelscope, xinference and requests load on use."""
+    import subprocess
+    import sys
+
+    heavy = ["torch", "transformers", "sentence_transformers", "modelscope", "xinference_client", "requests", "numpy"]
+    code = (
+        "import sys\nfrom click.testing import CliRunner\nfrom xrerank.cli import cli\n"
+        "assert CliRunner().invoke(cli, ['--help']).exit_code == 0\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
