@@ -74,7 +74,8 @@ def test_cached_scores_are_the_servers_and_a_relaunch_is_a_new_identity(admin, x
     cache = ScoreCache()
     with Reranker(server.endpoint, UID, credentials=server.api.credentials) as plain:
         expected = plain.rerank("apple company", documents)
-    with Reranker(server.endpoint, UID, credentials=server.api.credentials, cache=cache) as cached:
+    api_key = xinference.credentials["api_key"]  # a client's credential: rerank and list models only
+    with Reranker(server.endpoint, UID, api_key=api_key, cache=cache) as cached:
         first = cached.rerank("apple company", documents)
         again = cached.rerank("apple company", documents, top_n=2)
         assert cached.revision.startswith("perf-bge-reranker@")
