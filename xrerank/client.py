@@ -31,7 +31,9 @@ from .http import Api, ConnectionFailed, Credentials
 _RETRIED_STATUSES = (502, 503, 504)
 # A 500 naming a refused connection: the supervisor routed to a replica whose worker just died.
 # It keeps such a replica in its rotation for ~20 s; the next request goes to another replica.
-_DEAD_REPLICA = ("Connect call failed", "Connection refused", "[Errno 111]")
+# "Remote server ... closed" (xoscar's ServerClosed): the worker died while the request was in
+# flight. Scoring has no side effect, so sending it again is safe.
+_DEAD_REPLICA = ("Connect call failed", "Connection refused", "[Errno 111]", "Remote server")
 
 
 def _worth_retrying(error: ServerError) -> bool:
