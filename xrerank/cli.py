@@ -438,7 +438,10 @@ def _rerank_target(server, model_uid: str | None) -> tuple[str, bool]:
 @click.option("--model-uid", help="Default: FILE's model, else the only rerank model running.")
 @click.option("--concurrency", type=click.IntRange(1, 256), default=4, show_default=True, help="Callers at once.")
 @click.option("--docs", type=click.IntRange(1, 10_000), default=16, show_default=True, help="Documents per request.")
-@click.option("--doc-tokens", type=click.IntRange(1, 8192), default=64, show_default=True, help="Words per document.")
+@click.option(
+    "--doc-tokens", type=click.IntRange(1, 8192), default=64, show_default=True,
+    help="Document length in common English words (about a token each for a real reranker's vocabulary).",
+)  # fmt: skip
 @click.option("--duration", type=click.FloatRange(0.5, 3600), default=10, show_default=True, help="Seconds.")
 @click.option("--max-requests", type=click.IntRange(min=1), default=100_000, show_default=True)
 @click.option("--queries", type=click.IntRange(min=0), default=0, help="Draw queries from this many (0: all new).")
@@ -600,7 +603,10 @@ def verify(connection, file, model_uid, suite, cases, as_json):
 @click.option("--trial-duration", type=click.FloatRange(1, 600), default=10, show_default=True, help="Seconds each.")
 @click.option("--concurrency", type=click.IntRange(1, 256), default=4, show_default=True, help="Callers at once.")
 @click.option("--docs", type=click.IntRange(1, 10_000), default=16, show_default=True, help="Documents per request.")
-@click.option("--doc-tokens", type=click.IntRange(1, 8192), default=64, show_default=True, help="Words per document.")
+@click.option(
+    "--doc-tokens", type=click.IntRange(1, 8192), default=64, show_default=True,
+    help="Document length in common English words (about a token each for a real reranker's vocabulary).",
+)  # fmt: skip
 @click.option("--no-write", is_flag=True, help="Print the table, leave FILE as it is.")
 @json_option
 @click.pass_obj

@@ -84,7 +84,7 @@ def bench_text(document: dict) -> str:
 
     lines = [
         f"{document['model_uid']} on {document['endpoint']}: {workload['concurrency']} callers, "
-        f"{workload['docs']} documents of ~{workload['doc_tokens']} tokens, {document['elapsed_s']:.1f} s",
+        f"{workload['docs']} documents of {workload['doc_tokens']} words, {document['elapsed_s']:.1f} s",
         f"  answered    {document['answered']} of {document['requests']} ({document['errors']} errors)",
         f"  latency     p50 {ms(latency['p50'])}   p95 {ms(latency['p95'])}   p99 {ms(latency['p99'])}",
         f"  throughput  {document['requests_per_s']:.1f} requests/s, {document['pairs_per_s']:.0f} pairs/s",
