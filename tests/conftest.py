@@ -39,6 +39,23 @@ _STRAY = (
 DEMO_REPO = "xrerank-tests/tiny-bge-reranker-v2-m3"
 
 
+def pytest_collection_modifyitems(items):
+    """Longest files first: the cluster's (~5 min), then the others that start servers.
+
+    scripts/test.sh runs two processes, a whole file to each in this order (--dist loadfile
+    --no-loadscope-reorder), so they finish at about the same time. Within a file the order is kept."""
+
+    def rank(item) -> int:
+        if "cluster" in item.fixturenames:
+            return 0
+        return 1 if {"xinference", "open_server"} & set(item.fixturenames) else 2
+
+    file_rank: dict[Path, int] = {}
+    for item in items:
+        file_rank[item.path] = min(file_rank.get(item.path, 2), rank(item))
+    items.sort(key=lambda item: file_rank[item.path])
+
+
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path, monkeypatch):
     """No test touches the user's home, caches or credentials."""
