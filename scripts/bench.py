@@ -67,7 +67,7 @@ def main() -> None:
             report = Report()
             client_overhead(xinference, models["bench-demo"], seconds, report)
             served_vs_in_process(xinference, models, cores, seconds, report)
-            configuration_matrix(xinference, cores, seconds, report)
+            configuration_matrix(xinference, cores, seconds)
             cache_hits(xinference, seconds, report)
             start_up(server.endpoint, report)
             report.targets()
@@ -266,7 +266,7 @@ def words_for_tokens(tokenizer, tokens: int) -> int:
     return max(1, round(tokens / per_word))
 
 
-def configuration_matrix(xinference, cores: int, seconds: float, report: Report) -> None:
+def configuration_matrix(xinference, cores: int, seconds: float) -> None:
     from xrerank.bench import Workload
     from xrerank.render import tune_text
     from xrerank.server import LaunchSettings
