@@ -43,7 +43,7 @@ def pytest_collection_modifyitems(items):
     """Longest files first: the cluster's (~5 min), then the others that start servers.
 
     scripts/test.sh runs two processes, a whole file to each in this order (--dist loadfile
-    --no-loadscope-reorder), so they finish at about the same time. Within a file the order is kept."""
+    --no-loadscope-reorder), so the cluster's file runs beside the rest. Within a file the order is kept."""
 
     def rank(item) -> int:
         if "cluster" in item.fixturenames:
