@@ -433,15 +433,24 @@ def _rerank_target(server, model_uid: str | None) -> tuple[str, bool]:
     return model_uid, is_random_model(model_id)
 
 
+def _workload_options(function):
+    """What bench and tune send: callers at once, documents per request and their length."""
+    function = click.option(
+        "--doc-tokens", type=click.IntRange(1, 8192), default=64, show_default=True,
+        help="Document length in common English words (about a token each for a real reranker's vocabulary).",
+    )(function)  # fmt: skip
+    function = click.option(
+        "--docs", type=click.IntRange(1, 10_000), default=16, show_default=True, help="Documents per request."
+    )(function)
+    return click.option(
+        "--concurrency", type=click.IntRange(1, 256), default=4, show_default=True, help="Callers at once."
+    )(function)
+
+
 @cli.command()
 @click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--model-uid", help="Default: FILE's model, else the only rerank model running.")
-@click.option("--concurrency", type=click.IntRange(1, 256), default=4, show_default=True, help="Callers at once.")
-@click.option("--docs", type=click.IntRange(1, 10_000), default=16, show_default=True, help="Documents per request.")
-@click.option(
-    "--doc-tokens", type=click.IntRange(1, 8192), default=64, show_default=True,
-    help="Document length in common English words (about a token each for a real reranker's vocabulary).",
-)  # fmt: skip
+@_workload_options
 @click.option("--duration", type=click.FloatRange(0.5, 3600), default=10, show_default=True, help="Seconds.")
 @click.option("--max-requests", type=click.IntRange(min=1), default=100_000, show_default=True)
 @click.option("--queries", type=click.IntRange(min=0), default=0, help="Draw queries from this many (0: all new).")
@@ -601,12 +610,7 @@ def verify(connection, file, model_uid, suite, cases, as_json):
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--budget", type=click.FloatRange(min=10), default=300, show_default=True, help="Seconds in all.")
 @click.option("--trial-duration", type=click.FloatRange(1, 600), default=10, show_default=True, help="Seconds each.")
-@click.option("--concurrency", type=click.IntRange(1, 256), default=4, show_default=True, help="Callers at once.")
-@click.option("--docs", type=click.IntRange(1, 10_000), default=16, show_default=True, help="Documents per request.")
-@click.option(
-    "--doc-tokens", type=click.IntRange(1, 8192), default=64, show_default=True,
-    help="Document length in common English words (about a token each for a real reranker's vocabulary).",
-)  # fmt: skip
+@_workload_options
 @click.option("--no-write", is_flag=True, help="Print the table, leave FILE as it is.")
 @json_option
 @click.pass_obj
