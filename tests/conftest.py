@@ -35,6 +35,9 @@ _STRAY = (
     "XRERANK_TIMEOUT",
     "MODELSCOPE_ENDPOINT",
     "MODELSCOPE_API_TOKEN",
+    "HF_ENDPOINT",
+    "HF_TOKEN",
+    "XRERANK_SOURCE_ADDRESS",
 )
 DEMO_REPO = "xrerank-tests/tiny-bge-reranker-v2-m3"
 
@@ -92,7 +95,10 @@ class Cli:
 
     def json(self, *args: str, input: str | bytes | None = None):
         result = self(*args, "--json", input=input)
-        return result, json.loads(result.stdout)
+        try:
+            return result, json.loads(result.stdout)
+        except ValueError:
+            raise AssertionError(f"exit {result.exit_code}, no JSON on stdout; stderr: {result.stderr}") from None
 
 
 @pytest.fixture

@@ -119,7 +119,8 @@ def test_a_relative_model_uri_is_refused(run, tmp_path):
         (["--device", "cpu", "--use-fp16"], "6x slower"),
         (["--device", "cpu", "--gpu-idx", "0"], "contradicts"),
         (["--gpu-idx", "0,x"], "comma-separated"),
-        (["--gpu-idx", "0,0"], "distinct"),
+        (["--replica", "3", "--gpu-idx", "0,0"], "an index may repeat"),
+        (["--gpu-idx", "0,-1"], "cannot be negative"),
     ],
 )
 def test_launch_refuses_what_it_can_check_before_calling(run, args, message):

@@ -25,10 +25,23 @@ DOCUMENTS = [
 
 
 @pytest.fixture(scope="module")
-def pipeline(xinference, fake_hub, tmp_path_factory):
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("core-home")
+
+
+@pytest.fixture(autouse=True)
+def same_home(home, monkeypatch):
+    """xrerank records what it launches in XRERANK_HOME: this module's commands share one."""
+    monkeypatch.setenv("XRERANK_HOME", str(home))
+
+
+@pytest.fixture(scope="module")
+def pipeline(xinference, fake_hub, tmp_path_factory, home):
     """Download, write the spec, register and launch once; the tests below inspect the result."""
     from conftest import Cli
 
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XRERANK_HOME", str(home))
     run = Cli()
     weights = tmp_path_factory.mktemp("core") / "weights"
     spec_file = weights.parent / "spec.json"
@@ -47,8 +60,9 @@ def pipeline(xinference, fake_hub, tmp_path_factory):
     # Right after launch returns, every request must succeed: no 503 from a replica still loading.
     strict = Reranker(xinference.endpoint, UID, api_key=xinference.credentials["api_key"], retry_for=0)
     right_after = [strict.rerank("What is AI?", DOCUMENTS) for _ in range(20)]
+    mp.undo()
     yield {"run": run, "weights": weights, "spec_file": spec_file, "outputs": outputs, "right_after": right_after}
-    xinference.admin().terminate(UID) if UID in {m["id"] for m in xinference.admin().models()} else None
+    xinference.admin().terminate(UID) if UID in {m.uid for m in xinference.admin().models()} else None
 
 
 def test_every_step_succeeded(pipeline):
@@ -172,7 +186,7 @@ def test_an_api_key_may_rerank_but_not_register(pipeline, xinference):
     assert result.exit_code == 3
     assert "API keys may only query and rerank" in result.stderr
     registered = xinference.admin().registration(MODEL_NAME)
-    assert registered["max_tokens"] == 512  # nothing changed on the server
+    assert registered.max_tokens == 512  # nothing changed on the server
 
 
 def test_no_credentials_and_a_wrong_password_are_exit_3(pipeline, xinference):
@@ -182,30 +196,32 @@ def test_no_credentials_and_a_wrong_password_are_exit_3(pipeline, xinference):
     assert result.exit_code == 3 and result.stderr.count("\n") == 1 and "wrong username or password" in result.stderr
 
 
-def test_gpu_indexes_on_a_gpu_less_worker_fail_with_the_servers_reason(pipeline, xinference):
-    result = pipeline["run"](
-        *xinference.admin_args, "launch", "--model-name", MODEL_NAME, "--model-uid", "gpu-try", "--gpu-idx", "0",
-        "--timeout", "60",
-    )  # fmt: skip
+def test_gpu_indexes_on_a_gpu_less_worker_are_stopped_by_the_preflight_and_by_the_server(pipeline, xinference):
+    args = (*xinference.admin_args, "launch", "--model-name", MODEL_NAME, "--model-uid", "gpu-try", "--wait", "60")
+    result = pipeline["run"](*args, "--gpu-idx", "0")
+    assert result.exit_code == 1 and "preflight: gpu_idx: GPU indexes [0] do not exist" in result.stderr
+    # Two replicas sharing GPU 0: xrerank passes the repeated index on; the server has no GPU 0.
+    result = pipeline["run"](*args, "--gpu-idx", "0,0", "--replica", "2", "--skip-preflight")
     assert result.exit_code == 1
-    assert "cannot use the GPUs with these indexes" in result.stderr
-    assert "gpu-try" not in {m["id"] for m in xinference.admin().models()}
+    assert "cannot use the GPUs with these indexes: [0]" in result.stderr
+    assert "gpu-try" not in {m.uid for m in xinference.admin().models()}
 
 
 def test_a_gpu_count_on_a_gpu_less_worker_fails_with_the_servers_reason(pipeline, xinference):
     result = pipeline["run"](
         *xinference.admin_args, "launch", "--model-name", MODEL_NAME, "--model-uid", "gpu-count", "--n-gpu", "1",
-        "--timeout", "60",
+        "--timeout", "60", "--skip-preflight",
     )  # fmt: skip
     assert result.exit_code == 1
     assert "not greater than the number of GPUs: 0" in result.stderr
+    assert "--timeout on this command is now --wait" in result.stderr  # the old name still works, with a note
 
 
 def test_fp16_on_a_cpu_only_server_is_refused_before_launching(pipeline, xinference):
     result = pipeline["run"](
         *xinference.admin_args, "launch", "--model-name", MODEL_NAME, "--model-uid", "fp16-try", "--use-fp16"
     )
-    assert result.exit_code == 2 and "6x slower" in result.stderr
+    assert result.exit_code == 1 and "preflight: fp16" in result.stderr and "6x slower" in result.stderr
     assert xinference.admin().instance("fp16-try") is None
 
 

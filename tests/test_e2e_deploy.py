@@ -48,15 +48,37 @@ def test_dry_run_from_nothing_plans_every_step_and_changes_nothing(run, admin, x
     assert not (home / "models").exists()
 
 
-def test_deploy_from_nothing_ends_deployed_and_verified(run, admin, xinference):
-    result, answer = run.json(*admin, "deploy", DEMO)
-    assert result.exit_code == 0, result.stderr
-    assert answer["carried_out"] == ["download", "spec", "register", "launch", "verify"]
-    assert answer["verification"]["passed"]
-    checks = {c["name"]: c for c in answer["verification"]["checks"]}
+def _cli_env(xinference, home) -> dict:
+    return {
+        **os.environ,
+        "XRERANK_HOME": str(home),
+        "XRERANK_ENDPOINT": xinference.endpoint,
+        "XRERANK_USERNAME": xinference.credentials["username"],
+        "XRERANK_PASSWORD": xinference.credentials["password"],
+    }
+
+
+def test_three_deploys_at_once_from_nothing_take_turns_and_launch_once(admin, xinference, home):
+    """Three CI jobs deploying one file: one does the work, the others find it done; all exit 0."""
+    jobs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "xrerank", "deploy", str(DEMO), "--json"],
+            env=_cli_env(xinference, home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(3)
+    ]  # fmt: skip
+    outputs = [job.communicate(timeout=600) for job in jobs]
+    for job, (_, stderr) in zip(jobs, outputs, strict=True):
+        assert job.returncode == 0, stderr
+        assert "Traceback" not in stderr
+    answers = [json.loads(stdout) for stdout, _ in outputs]
+    carried = sorted((a["carried_out"] for a in answers), key=len, reverse=True)
+    assert carried == [["download", "spec", "register", "launch", "verify"], [], []]
+    worked = next(a for a in answers if a["carried_out"])
+    checks = {c["name"]: c for c in worked["verification"]["checks"]}
     assert checks["matches-in-process"]["passed"] and checks["every-replica"]["passed"]
     replicas = xinference.admin().replicas(UID)
-    assert [r["status"] for r in replicas] == ["READY", "READY"]
+    assert [r.status for r in replicas] == ["READY", "READY"]
 
 
 def test_the_memory_estimate_matches_what_a_replica_uses(xinference):
@@ -77,12 +99,12 @@ def test_the_memory_estimate_matches_what_a_replica_uses(xinference):
 
 
 def test_a_second_deploy_changes_nothing(run, admin, xinference):
-    created = xinference.admin().instance(UID)["instance_created_ts"]
+    created = xinference.admin().instance(UID).created_ts
     result, answer = run.json(*admin, "deploy", DEMO)
     assert result.exit_code == 0, result.stderr
     assert answer["changed"] is False and answer["carried_out"] == []
     assert {s["state"] for s in answer["plan"]} == {"already so"}
-    assert xinference.admin().instance(UID)["instance_created_ts"] == created
+    assert xinference.admin().instance(UID).created_ts == created
 
 
 def test_verify_mechanics_passes_and_quality_fails_on_random_weights(run, admin):
@@ -103,34 +125,55 @@ def test_custom_cases_are_added_with_cases_file(run, admin, tmp_path):
     assert report["checks"][1]["passed"]  # a margin of -1 holds for any two scores in [0, 1]
 
 
+def test_a_query_only_key_cannot_deploy_a_change_and_says_so_with_exit_3(run, admin, xinference, tmp_path):
+    result = run(*xinference.key_args, "deploy", _variant(tmp_path, model_uid="demo-key-only"))
+    assert result.exit_code == 3 and "may not register or launch" in result.stderr, result.stderr
+    assert xinference.admin().instance("demo-key-only") is None
+
+
+def test_a_model_relaunched_outside_xrerank_is_not_taken_as_deployed(run, admin, xinference, home, tmp_path):
+    from xrerank.records import LaunchSettings
+
+    outside = _variant(tmp_path, model_uid="demo-outside", replica=1)
+    server = xinference.admin()
+    server.launch(LaunchSettings(NAME, "demo-outside", replica=1, device="cpu", envs={"OMP_NUM_THREADS": "1"}), None)
+    server.wait_until_ready("demo-outside", 1, time.monotonic() + 180)
+    try:
+        result = run(*admin, "deploy", outside)
+        assert result.exit_code == 1 and "launched outside xrerank" in result.stderr
+        result, answer = run.json(*admin, "deploy", outside, "--dry-run")
+        assert result.exit_code == 1 and "refused" in {step["state"] for step in answer["plan"]}
+    finally:
+        server.terminate("demo-outside")
+
+
 def test_another_replica_count_is_refused_then_replaced(run, admin, xinference, tmp_path):
     one_replica = _variant(tmp_path, replica=1)
     result = run(*admin, "deploy", one_replica)
     assert result.exit_code == 1
     assert "replicas: running 2, wanted 1" in result.stderr and "--replace" in result.stderr
+    dry = run(*admin, "deploy", one_replica, "--dry-run")
+    assert dry.exit_code == 1 and "refused" in dry.stdout and "replicas: running 2, wanted 1" in dry.stderr
     assert len(xinference.admin().replicas(UID)) == 2
     result, answer = run.json(*admin, "deploy", one_replica, "--replace")
     assert result.exit_code == 0, result.stderr
     assert answer["carried_out"] == ["launch", "verify"]
-    assert [r["status"] for r in xinference.admin().replicas(UID)] == ["READY"]
+    assert [r.status for r in xinference.admin().replicas(UID)] == ["READY"]
 
 
 def test_a_deploy_killed_midway_is_finished_by_the_next_run(run, admin, xinference, home, tmp_path):
     killed = _variant(tmp_path, model_uid="demo-killed")
-    env = {
-        **os.environ,
-        "XRERANK_ENDPOINT": xinference.endpoint,
-        "XRERANK_USERNAME": xinference.credentials["username"],
-        "XRERANK_PASSWORD": xinference.credentials["password"],
-    }
     process = subprocess.Popen(
-        [sys.executable, "-m", "xrerank", "deploy", str(killed)], env=env, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "xrerank", "deploy", str(killed)],
+        env=_cli_env(xinference, home),
+        stderr=subprocess.PIPE,
+        text=True,
     )
     server = xinference.admin()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # after register, before every replica is READY
         instance = server.instance("demo-killed")
-        if instance is not None and any(r["status"] == "CREATING" for r in instance["replica_statuses"]):
+        if instance is not None and any(r.status == "CREATING" for r in instance.replicas):
             break
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
@@ -143,7 +186,7 @@ def test_a_deploy_killed_midway_is_finished_by_the_next_run(run, admin, xinferen
     assert result.exit_code == 0, result.stderr
     assert "register" not in answer["carried_out"] and "launch" not in answer["carried_out"]
     assert answer["carried_out"][-1] == "verify" and answer["verification"]["passed"]
-    assert [r["status"] for r in server.replicas("demo-killed")] == ["READY", "READY"]
+    assert [r.status for r in server.replicas("demo-killed")] == ["READY", "READY"]
     assert run(*admin, "terminate", "--model-uid", "demo-killed").exit_code == 0
 
 
@@ -152,11 +195,56 @@ def test_destroy_leaves_no_registration_and_no_instance(run, admin, xinference, 
     assert result.exit_code == 0, result.stderr
     assert (answer["terminate"], answer["unregister"], answer["weights"]) == ("terminated", "unregistered", "kept")
     server = xinference.admin()
-    assert server.registration(NAME) is None and UID not in {m["id"] for m in server.models()}
+    assert server.registration(NAME) is None and UID not in {m.uid for m in server.models()}
     assert (home / "models" / NAME / "model.safetensors").is_file()
     result, answer = run.json(*admin, "destroy", DEMO, "--purge-weights")
     assert result.exit_code == 0 and (answer["terminate"], answer["unregister"]) == ("absent", "absent")
     assert not (home / "models" / NAME).exists()
+
+
+def test_purge_refuses_a_directory_xrerank_did_not_make_and_deletes_nothing(run, admin, tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    path = tmp_path / "foreign.yaml"
+    path.write_text(
+        "version: 1\nweights: {source: modelscope, model_id: a/b, dir: ./precious}\n"
+        "registration: {model_name: foreign-x}\nlaunch: {model_uid: foreign-x}\n"
+    )
+    result = run(*admin, "destroy", path, "--purge-weights")
+    assert result.exit_code == 1 and "not deleting" in result.stderr and "no xrerank manifest" in result.stderr
+    assert (precious / "thesis.tex").read_text() == "years of work"
+
+
+def test_launch_checks_capacity_first_and_launches_nothing_that_cannot_fit(run, admin, xinference, tmp_path):
+    """8 replicas of a full-size bge-reranker-v2-m3 at its 8192 tokens: the preflight stops the launch."""
+    import struct
+
+    model = tmp_path / "big"
+    model.mkdir()
+    config = {
+        "architectures": ["XLMRobertaForSequenceClassification"], "model_type": "xlm-roberta", "hidden_size": 1024,
+        "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096, "vocab_size": 250002,
+        "max_position_embeddings": 8194, "type_vocab_size": 1, "id2label": {"0": "LABEL_0"},
+    }  # fmt: skip
+    (model / "config.json").write_text(json.dumps(config))
+    (model / "tokenizer.json").write_text("{}")
+    header = json.dumps({"w": {"dtype": "F32", "shape": [567754752], "data_offsets": [0, 0]}}).encode()
+    (model / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)  # the header only
+    assert run(*admin, "register", "--model-dir", model, "--model-name", "big-x", "--no-persist").exit_code == 0
+    try:
+        result = run(*admin, "launch", "--model-name", "big-x", "--replica", "8", "--device", "cpu")
+        assert result.exit_code == 1 and "preflight: memory" in result.stderr and "--skip-preflight" in result.stderr
+        assert xinference.admin().instance("big-x") is None
+    finally:
+        run(*admin, "unregister", "--model-name", "big-x")
+
+
+def test_the_server_home_and_its_secrets_are_private(xinference):
+    assert oct(xinference.directory.stat().st_mode)[-3:] == "700"
+    assert oct((xinference.directory / "home").stat().st_mode)[-3:] == "700"
+    for name in ("credentials.json", "xinference.log", "server.json"):
+        assert oct((xinference.directory / name).stat().st_mode)[-3:] == "600", name
 
 
 def test_up_demo_starts_a_server_deploys_and_shows_a_ranking(run, tmp_path, monkeypatch):

@@ -86,7 +86,7 @@ def test_cached_scores_are_the_servers_and_a_relaunch_is_a_new_identity(admin, x
 
 
 def test_tune_writes_the_best_settings_and_leaves_the_server_as_it_was(run, admin, deployment, xinference, tmp_path):
-    before = sorted(m["id"] for m in xinference.admin().models())
+    before = sorted(m.uid for m in xinference.admin().models())
     tuned = tmp_path / "tuned.yaml"
     tuned.write_text(deployment.read_text())
     args = ("--budget", "10", "--trial-duration", "1", "--concurrency", "2")
@@ -96,7 +96,7 @@ def test_tune_writes_the_best_settings_and_leaves_the_server_as_it_was(run, admi
     trial = answer["trials"][0]
     assert trial["failure"] is None and trial["bench"]["errors"] == 0 and trial["bench"]["answered"] > 0
     assert answer["written"] and answer["best"]["threads_per_replica"] == 2
-    assert sorted(m["id"] for m in xinference.admin().models()) == before
+    assert sorted(m.uid for m in xinference.admin().models()) == before
     text = tuned.read_text()
     assert "threads_per_replica: 2" in text and "# quality needs real weights" in text
 

@@ -5,7 +5,8 @@ import pytest
 
 from xrerank.errors import BadInput
 from xrerank.modeldir import CrossEncoderDir
-from xrerank.spec import build_spec, spec_differences, validate_model_name
+from xrerank.names import validate_model_name, validate_model_uid
+from xrerank.spec import build_spec, spec_differences
 
 GOLDEN = Path(__file__).parent / "golden"
 MODEL = CrossEncoderDir(
@@ -31,10 +32,25 @@ def test_builtin_names_are_refused(name):
         validate_model_name(name)
 
 
-@pytest.mark.parametrize("name", ["", "has space", "a/b", "q?x", "x#y", "a&b", "a=b", "a%b", "a+b"])
+@pytest.mark.parametrize("name", ["has space", "a/b", "q?x", "x#y", "a&b", "a=b", "a%b", "a+b", "..", ".hidden"])
 def test_illegal_names_are_refused(name):
     with pytest.raises(BadInput, match="not allowed"):
         validate_model_name(name)
+
+
+@pytest.mark.parametrize("check", [validate_model_name, validate_model_uid])
+def test_empty_and_overlong_names_and_uids_are_refused(check):
+    with pytest.raises(BadInput, match="is required"):
+        check("")
+    with pytest.raises(BadInput, match="5000 characters long; at most 100"):
+        check("x" * 5000)
+    assert check("custom-bge_reranker.v2-m3") == "custom-bge_reranker.v2-m3"
+
+
+@pytest.mark.parametrize("uid", ["../x", "a/../../b", "x\ny", "tab\tuid"])
+def test_uids_that_could_leave_a_directory_are_refused(uid):
+    with pytest.raises(BadInput, match="not allowed"):
+        validate_model_uid(uid)
 
 
 def test_max_tokens_above_the_position_embeddings_is_refused():

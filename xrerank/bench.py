@@ -15,8 +15,12 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .cache import CacheStats, ScoreCache
+
+if TYPE_CHECKING:
+    from .session import Session
 
 # Common English words: about one token each for XLM-RoBERTa's and BERT's vocabularies.
 WORDS = (
@@ -38,6 +42,7 @@ class Workload:
     max_requests: int = 100_000
     queries: int = 0
     seed: int = 0
+    warmup: float = 0.0  # seconds of load before measuring; requests started in it are not counted
 
     def documents(self, request: int) -> list[str]:
         rng = random.Random(f"{self.seed}-docs-{request % 8}")
@@ -110,40 +115,48 @@ def run_bench(
 ) -> BenchResult:
     """Drive `rerank(query, documents)` with the workload and return what was measured.
 
-    With the client's `cache`, a request that found all its pairs there counts as answered and
-    its latency also lands in `cache_hit_latencies`.
+    The callers start together and load the model for `warmup` seconds first; only requests
+    that start after the warm-up count, and the elapsed time starts there too. Requests are
+    built before the clock starts. With the client's `cache`, a request that found all its
+    pairs there counts as answered and its latency also lands in `cache_hit_latencies`.
     """
     result = BenchResult(workload, 0.0)
     lock = threading.Lock()
-    sent = iter(range(workload.max_requests))
-    started = time.perf_counter()
-    deadline = started + workload.duration
+    requests = _prepared(workload)
+    counter = iter(range(workload.max_requests + 10**9))
+    begun = time.perf_counter()
+    measuring_from = begun + workload.warmup
+    deadline = measuring_from + workload.duration
+    measured = iter(range(workload.max_requests))
 
     def caller(number: int) -> None:
-        rng = random.Random(f"{workload.seed}-caller-{number}")
-        while time.perf_counter() < deadline:
-            with lock:
-                request = next(sent, None)
-            if request is None:
-                return
-            query, topic = workload.query(request, rng)
-            documents = workload.documents(topic)
+        latencies, errors, hits = result.latencies, result.errors, result.cache_hit_latencies
+        while True:
             begin = time.perf_counter()
+            if begin >= deadline:
+                return
+            counted = begin >= measuring_from
+            if counted:
+                with lock:
+                    if next(measured, None) is None:
+                        return
+            query, documents = requests[next(counter) % len(requests)]
             try:
                 rerank(query, documents)
             except Exception as exc:  # noqa: BLE001 - every failure is counted, by its reason
-                with lock:
-                    result.errors[str(exc).splitlines()[0][:200] or type(exc).__name__] += 1
+                if counted:
+                    with lock:
+                        errors[str(exc).splitlines()[0][:200] or type(exc).__name__] += 1
                 continue
-            latency = time.perf_counter() - begin
-            with lock:
-                result.latencies.append(latency)
+            if counted:
+                latency = time.perf_counter() - begin
+                latencies.append(latency)  # list.append is atomic under the GIL
                 if cache is not None and not cache.last_lookup_missed():
-                    result.cache_hit_latencies.append(latency)
+                    hits.append(latency)
 
     def report() -> None:
         while not finished.wait(1.0):
-            result.elapsed = time.perf_counter() - started
+            result.elapsed = max(0.0, time.perf_counter() - measuring_from)
             on_progress(result)
 
     finished = threading.Event()
@@ -155,6 +168,48 @@ def run_bench(
             list(pool.map(caller, range(workload.concurrency)))
     finally:
         finished.set()
-    result.elapsed = time.perf_counter() - started
+    result.elapsed = max(1e-9, min(time.perf_counter(), deadline) - measuring_from)
     result.cache = cache.stats() if cache is not None else None
     return result
+
+
+def _prepared(workload: Workload) -> list[tuple[str, list[str]]]:
+    """Every (query, documents) the callers send, built once: generating text is not the server's time."""
+    rng = random.Random(f"{workload.seed}-queries")
+    count = workload.queries or 64
+    documents = {topic: workload.documents(topic) for topic in range(min(count, 8))}
+    prepared = []
+    for request in range(count):
+        query, topic = workload.query(request, rng)
+        prepared.append((query, documents.get(topic % 8) or workload.documents(topic)))
+    return prepared
+
+
+def bench_model(
+    session: Session,
+    model_uid: str | None,
+    workload: Workload,
+    cache_size: int = 0,
+    keep_alive: bool | None = None,
+    on_progress: Callable[[BenchResult], None] | None = None,
+) -> BenchReport:
+    """`xrerank bench`: load `model_uid` (or the only rerank model) through the data-plane credential."""
+    from .serving import open_client, rerank_target
+
+    uid = rerank_target(session, model_uid)[0]
+    cache = ScoreCache(cache_size) if cache_size else None
+    with open_client(
+        session, uid, retry_for=0, cache=cache, connections=workload.concurrency, keep_alive=keep_alive
+    ) as client:
+        result = run_bench(client.rerank, workload, on_progress, cache)
+    return BenchReport(session.endpoint, uid, result)
+
+
+@dataclass
+class BenchReport:
+    endpoint: str
+    model_uid: str
+    result: BenchResult
+
+    def as_dict(self) -> dict:
+        return {"endpoint": self.endpoint, "model_uid": self.model_uid, **self.result.as_dict()}

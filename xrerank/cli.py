@@ -7,56 +7,42 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
-from .errors import BadInput, Unreachable, XrerankError
-from .render import bench_text, emit_json, findings_text, plan_text, report_text, results_text, status_text, tune_text
+from .errors import BadInput, ExitCode, XrerankError
+from .render import (
+    bench_text,
+    emit_json,
+    findings_text,
+    plan_text,
+    report_text,
+    results_text,
+    status_text,
+    tune_text,
+)
+from .session import DEFAULT_ENDPOINT, Options
 
-DEFAULT_ENDPOINT = "http://127.0.0.1:9997"
-REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
+class Context:
+    """What the group's options give every command."""
 
-@dataclass
-class Connection:
-    """The group's connection options; flag > env var > deployment file > default."""
+    def __init__(self, options: Options, debug: bool) -> None:
+        self.options = options
+        self.debug = debug
 
-    endpoint: str | None
-    api_key: str | None
-    username: str | None
-    password: str | None
-    timeout: float
-    debug: bool
+    def session(self, deployment: object = None):
+        from .session import open_session
 
-    def server(self, deployment: object = None):
-        from .server import Xinference
+        return open_session(self.options, deployment, warn=progress)
 
-        endpoint = self.resolved_endpoint(deployment)
-        return Xinference(endpoint, self.credentials(endpoint, deployment), self.timeout)
+    def target(self, file: Path):
+        from .files import xrerank_home
+        from .target import load_target
 
-    def resolved_endpoint(self, deployment: object = None) -> str:
-        return self.endpoint or getattr(deployment, "endpoint", None) or DEFAULT_ENDPOINT
-
-    def credentials(self, endpoint: str, deployment: object = None):
-        import os
-
-        from .http import Credentials
-        from .local import local_credentials
-
-        if self.api_key or self.username:
-            return Credentials(self.api_key, self.username, self.password)
-        names = getattr(deployment, "credentials", None)
-        if names is not None:
-            from_env = Credentials(
-                os.environ.get(names.api_key_env),
-                os.environ.get(names.username_env),
-                os.environ.get(names.password_env),
-            )
-            if from_env:
-                return from_env
-        return local_credentials(endpoint) or Credentials()
+        target = load_target(file, xrerank_home())
+        return target, self.session(target.deployment)
 
 
 class ErrorBoundary(click.Group):
@@ -66,13 +52,17 @@ class ErrorBoundary(click.Group):
         try:
             return super().invoke(ctx)
         except XrerankError as exc:
-            if ctx.obj is not None and ctx.obj.debug:
+            if isinstance(ctx.obj, Context) and ctx.obj.debug:
                 raise
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {_one_line(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted: run the same command again to resume", err=True)
-            ctx.exit(130)
+            ctx.exit(ExitCode.INTERRUPTED)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) or "(no reason given)"
 
 
 def progress(message: str) -> None:
@@ -80,6 +70,32 @@ def progress(message: str) -> None:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+
+
+def wait_option(default: float, what: str):
+    """--wait SECONDS, a deadline; --timeout is its hidden alias for one release (it meant HTTP on the group)."""
+
+    def decorate(function):
+        function = click.option(
+            "--timeout", "legacy_wait", type=click.FloatRange(min=1), hidden=True, help="Old name of --wait."
+        )(function)
+        return click.option(
+            "--wait",
+            "wait_for",
+            type=click.FloatRange(min=1),
+            default=default,
+            show_default=True,
+            help=f"Seconds to wait {what} before giving up (exit 4).",
+        )(function)
+
+    return decorate
+
+
+def _deadline(wait_for: float, legacy_wait: float | None) -> float:
+    if legacy_wait is not None:
+        progress("note: --timeout on this command is now --wait; --timeout will be removed in the next release")
+        wait_for = legacy_wait
+    return time.monotonic() + wait_for
 
 
 @click.group(cls=ErrorBoundary, context_settings={"help_option_names": ["-h", "--help"]})
@@ -112,9 +128,9 @@ def cli(ctx, endpoint, api_key, username, password, timeout, debug):
         xrerank up --demo
 
     Exit codes: 0 ok or already so, 1 failed, 2 bad input, 3 server unreachable or
-    unauthorized, 4 timed out.
+    unauthorized, 4 timed out, 130 interrupted.
     """
-    ctx.obj = Connection(endpoint, api_key, username, password, timeout, debug)
+    ctx.obj = Context(Options(endpoint, api_key, username, password, timeout), debug)
 
 
 # --- weights and specs ------------------------------------------------------------------------
@@ -122,30 +138,36 @@ def cli(ctx, endpoint, api_key, username, password, timeout, debug):
 
 @cli.command()
 @click.argument("model_id")
-@click.option("--local-dir", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--revision", default="master", show_default=True)
-@click.option("--hub-endpoint", envvar="MODELSCOPE_ENDPOINT", show_envvar=True, help="ModelScope hub URL.")
+@click.option("--local-dir", type=click.Path(path_type=Path), required=True, help="A new or empty directory.")
+@click.option("--hub", type=click.Choice(["modelscope", "huggingface"]), default="modelscope", show_default=True)
+@click.option("--revision", help="Branch, tag or commit (default: master on ModelScope, main on Hugging Face).")
+@click.option("--hub-endpoint", help="Hub URL (default: MODELSCOPE_ENDPOINT or HF_ENDPOINT, then the public hub).")
 @json_option
-def download(model_id, local_dir, revision, hub_endpoint, as_json):
-    """Download weights from ModelScope, check they are a reranker, write a manifest.
+def download(model_id, local_dir, hub, revision, hub_endpoint, as_json):
+    """Download weights from a model hub, check they are a reranker, write a manifest.
 
     A complete directory is left as it is; an interrupted download resumes.
 
     \b
         xrerank download AI-ModelScope/bge-reranker-v2-m3 --local-dir ./bge-reranker-v2-m3
+        xrerank download BAAI/bge-reranker-v2-m3 --hub huggingface --local-dir ./bge-reranker-v2-m3
     """
-    from .hub import download as fetch
+    from .weights import source_for
 
-    result = fetch(model_id, local_dir, revision, hub_endpoint)
+    result = source_for(hub).download(model_id, local_dir, revision, hub_endpoint)
+    manifest = result.manifest
     if as_json:
-        emit_json({"directory": str(result.directory), "changed": result.changed, **result.manifest})
+        emit_json({"directory": str(result.directory), "changed": result.changed, **manifest})
     else:
         verb = "downloaded" if result.changed else "already complete:"
-        click.echo(f"{verb} {model_id}@{revision} in {result.directory} ({len(result.manifest['files'])} files)")
+        click.echo(
+            f"{verb} {model_id}@{manifest['revision']} from {hub} in {result.directory} "
+            f"({len(manifest['files'])} files)"
+        )
 
 
 @cli.command("make-demo-model")
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", type=click.Path(path_type=Path))
 @json_option
 def make_demo_model(directory, as_json):
     """Write a tiny random-weight model with bge-reranker-v2-m3's architecture.
@@ -160,10 +182,7 @@ def make_demo_model(directory, as_json):
 
     path = make(directory)
     progress(f"note: {DEMO_WARNING}")
-    if as_json:
-        emit_json({"directory": str(path), "demo": True})
-    else:
-        click.echo(str(path))
+    _done({"directory": str(path), "demo": True}, as_json, str(path))
 
 
 def _spec_options(function):
@@ -177,16 +196,6 @@ def _spec_options(function):
     )(function)
 
 
-def _build_spec(model_dir: Path, model_name: str | None, languages, max_tokens) -> dict:
-    from .modeldir import inspect_model_dir, read_complete_manifest
-    from .spec import build_spec
-
-    if not model_name:
-        raise BadInput("--model-name is required with --model-dir")
-    manifest = read_complete_manifest(model_dir.resolve()) or {}
-    return build_spec(inspect_model_dir(model_dir), model_name, languages, max_tokens, manifest.get("model_id"))
-
-
 @cli.command()
 @_spec_options
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")
@@ -198,11 +207,12 @@ def spec(model_dir, model_name, languages, max_tokens, output):
     """
     import json
 
-    from .modeldir import write_json_atomically
+    from .deploy import spec_for_directory
+    from .files import write_json_atomically
 
     if model_dir is None:
         raise BadInput("--model-dir is required")
-    document = _build_spec(model_dir, model_name, languages, max_tokens)
+    document = spec_for_directory(model_dir, model_name, languages, max_tokens)
     if output:
         write_json_atomically(output, document)
         progress(f"wrote {output}")
@@ -220,52 +230,29 @@ def spec(model_dir, model_name, languages, max_tokens, output):
 @click.option("--replace", is_flag=True, help="Replace a different spec registered under the same name.")
 @json_option
 @click.pass_obj
-def register(connection, spec_file, model_dir, model_name, languages, max_tokens, persist, replace, as_json):
+def register(context, spec_file, model_dir, model_name, languages, max_tokens, persist, replace, as_json):
     """Register a custom rerank model (idempotent: the same spec again is "unchanged").
 
     \b
         xrerank register --spec custom-bge-reranker-v2-m3.json
     """
-    from .deploy import register_model
+    from .deploy import load_spec_file, register_model, spec_for_directory
 
     if (spec_file is None) == (model_dir is None):
         raise BadInput("give either --spec FILE or --model-dir with --model-name")
-    document = _read_spec_file(spec_file) if spec_file else _build_spec(model_dir, model_name, languages, max_tokens)
-    outcome = register_model(connection.server(), document, persist=persist, replace=replace)
-    _done({"model_name": document["model_name"], "outcome": outcome}, as_json, f"{document['model_name']}: {outcome}")
-
-
-def _read_spec_file(path: Path) -> dict:
-    import json
-
-    from .modeldir import inspect_model_dir
-    from .spec import validate_model_name
-
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(document, dict) or not document.get("model_specs"):
-        raise BadInput(
-            f"{path} has no model_specs: Xinference 4.1 rejects the flat model_id/model_uri form; "
-            "generate the file with `xrerank spec`"
-        )
-    validate_model_name(str(document.get("model_name", "")))
-    uri = str(document["model_specs"][0].get("model_uri") or "").removeprefix("file://")
-    if not Path(uri).is_absolute():
-        raise BadInput(f"{path}: model_uri {uri!r} must be an absolute path on the server's machine")
-    if Path(uri).exists():
-        inspect_model_dir(uri)
+    if spec_file:
+        document = load_spec_file(spec_file, progress)
     else:
-        progress(f"note: {uri} is not on this machine; the server will check it")
-    return document
+        document = spec_for_directory(model_dir, model_name, languages, max_tokens)
+    outcome = register_model(context.session().server, document, persist=persist, replace=replace)
+    _done({"model_name": document["model_name"], "outcome": outcome}, as_json, f"{document['model_name']}: {outcome}")
 
 
 @cli.command()
 @click.option("--model-name", required=True, help="The registered model to launch.")
 @click.option("--model-uid", help="Its uid on the server (default: the model name).")
 @click.option("--replica", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--gpu-idx", help="GPU indexes, e.g. 0,1: a multiple of the replica count.")
+@click.option("--gpu-idx", help="GPU indexes, e.g. 0,1 or 0,0 (two replicas on GPU 0): a multiple of --replica.")
 @click.option("--n-gpu", type=click.IntRange(min=1), help="GPUs per replica, chosen by the server.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Force a device (default: the server picks).")
 @click.option("--worker-ip", help="Place the replicas on this worker (address or host).")
@@ -274,18 +261,19 @@ def _read_spec_file(path: Path) -> dict:
 @click.option("--batch-size", type=click.IntRange(min=1), help="Pairs per server micro-batch (Xinference: 32).")
 @click.option("--batch-interval", type=click.FloatRange(0, 10), help="Seconds to gather one (Xinference: 0.003).")
 @click.option("--env", "envs", type=(str, str), multiple=True, help="KEY VALUE for the model processes.")
-@click.option("--timeout", "wait_for", type=click.FloatRange(min=1), default=600, show_default=True)
+@click.option("--skip-preflight", is_flag=True, help="Launch even when the capacity checks fail.")
+@wait_option(600, "for every replica to be READY")
 @json_option
 @click.pass_obj
-def launch(connection, model_name, model_uid, replica, gpu_idx, n_gpu, device, worker_ip, use_fp16, threads,
-           batch_size, batch_interval, envs, wait_for, as_json):  # fmt: skip
+def launch(context, model_name, model_uid, replica, gpu_idx, n_gpu, device, worker_ip, use_fp16, threads,
+           batch_size, batch_interval, envs, skip_preflight, wait_for, legacy_wait, as_json):  # fmt: skip
     """Launch a registered model and return only when EVERY replica is READY.
 
     \b
         xrerank launch --model-name custom-bge-reranker-v2-m3 --model-uid bge-reranker --replica 2 --device cpu
     """
-    from .deploy import launch_model
-    from .server import LaunchSettings
+    from .deploy import checked_launch
+    from .records import LaunchSettings
 
     settings = LaunchSettings(
         model_name=model_name,
@@ -301,8 +289,13 @@ def launch(connection, model_name, model_uid, replica, gpu_idx, n_gpu, device, w
         batch_interval=batch_interval,
         envs=dict(envs),
     )
+    from .names import validate_model_name, validate_model_uid
+
+    validate_model_name(model_name)
+    validate_model_uid(settings.uid)
     started = time.monotonic()
-    outcome = launch_model(connection.server(), settings, started + wait_for, progress)
+    deadline = _deadline(wait_for, legacy_wait)
+    outcome = checked_launch(context.session(), settings, deadline, progress, not skip_preflight)
     seconds = time.monotonic() - started
     result = {"model_uid": settings.uid, "replica": replica, "outcome": outcome, "seconds": round(seconds, 1)}
     _done(result, as_json, f"{settings.uid}: {outcome}, {replica} replica(s) READY ({seconds:.1f}s)")
@@ -315,8 +308,8 @@ def _parse_gpu_idx(text: str | None) -> tuple[int, ...]:
         indexes = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise BadInput(f"--gpu-idx {text!r}: expected comma-separated GPU indexes, e.g. 0,1") from None
-    if any(index < 0 for index in indexes) or len(set(indexes)) != len(indexes):
-        raise BadInput(f"--gpu-idx {text!r}: indexes must be distinct and not negative")
+    if any(index < 0 for index in indexes):
+        raise BadInput(f"--gpu-idx {text!r}: GPU indexes cannot be negative")
     return indexes
 
 
@@ -324,7 +317,7 @@ def _parse_gpu_idx(text: str | None) -> tuple[int, ...]:
 @click.option("--model-uid", required=True)
 @json_option
 @click.pass_obj
-def terminate(connection, model_uid, as_json):
+def terminate(context, model_uid, as_json):
     """Stop a running model (idempotent: an absent uid is "absent", exit 0).
 
     \b
@@ -332,7 +325,7 @@ def terminate(connection, model_uid, as_json):
     """
     from .deploy import terminate_model
 
-    outcome = terminate_model(connection.server(), model_uid)
+    outcome = terminate_model(context.session().server, model_uid)
     _done({"model_uid": model_uid, "outcome": outcome}, as_json, f"{model_uid}: {outcome}")
 
 
@@ -340,7 +333,7 @@ def terminate(connection, model_uid, as_json):
 @click.option("--model-name", required=True)
 @json_option
 @click.pass_obj
-def unregister(connection, model_name, as_json):
+def unregister(context, model_name, as_json):
     """Remove a custom model's registration (idempotent). Its weights stay on disk.
 
     \b
@@ -348,7 +341,7 @@ def unregister(connection, model_name, as_json):
     """
     from .deploy import unregister_model
 
-    outcome = unregister_model(connection.server(), model_name)
+    outcome = unregister_model(context.session().server, model_name)
     _done({"model_name": model_name, "outcome": outcome}, as_json, f"{model_name}: {outcome}")
 
 
@@ -357,19 +350,18 @@ def unregister(connection, model_name, as_json):
 @click.option("--model-name", help="This custom model must be registered.")
 @json_option
 @click.pass_obj
-def status(connection, model_uid, model_name, as_json):
+def status(context, model_uid, model_name, as_json):
     """Server, workers, registrations, replicas; exit 0 only when all asked about is healthy.
 
     \b
         xrerank status --model-uid bge-reranker --json
     """
-    from .errors import FAILED
     from .status import gather_status
 
-    report = gather_status(connection.server(), model_uid, model_name)
+    report = gather_status(context.session(), model_uid, model_name)
     emit_json(report) if as_json else click.echo(status_text(report))
     if not report["healthy"]:
-        sys.exit(FAILED)
+        sys.exit(ExitCode.FAILED)
 
 
 @cli.command()
@@ -380,22 +372,22 @@ def status(connection, model_uid, model_name, as_json):
 @click.option("--top-n", type=click.IntRange(min=0))
 @json_option
 @click.pass_obj
-def rerank(connection, query, documents, docs_file, model_uid, top_n, as_json):
+def rerank(context, query, documents, docs_file, model_uid, top_n, as_json):
     """Rank documents by relevance to QUERY, best first.
 
     \b
         xrerank rerank "What is AI?" "AI is the study of intelligent machines." "Apples are rich in fibre."
     """
-    from .client import Reranker
+    from .serving import open_client, rerank_target
 
     documents = list(documents) + (_read_documents(docs_file) if docs_file else [])
-    server = connection.server()
-    uid, demo = _rerank_target(server, model_uid)
+    session = context.session()
+    uid, demo = rerank_target(session, model_uid)
     if demo:
         from .demo import DEMO_WARNING
 
         progress(f"note: {DEMO_WARNING}")
-    with Reranker(server.endpoint, uid, timeout=connection.timeout, credentials=server.api.credentials) as client:
+    with open_client(session, uid) as client:
         results = client.rerank(query, documents, top_n=top_n)
     if as_json:
         emit_json(
@@ -418,23 +410,12 @@ def _read_documents(stream) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-def _rerank_target(server, model_uid: str | None) -> tuple[str, bool]:
-    from .demo import is_random_model
-
-    models = [m for m in server.models() if m.get("model_type") == "rerank"]
-    if model_uid is None:
-        if len(models) != 1:
-            running = ", ".join(m["id"] for m in models) or "none"
-            raise BadInput(f"--model-uid is needed: rerank models running: {running}")
-        model_uid = models[0]["id"]
-    name = next((m["model_name"] for m in models if m["id"] == model_uid), None)
-    registration = server.registration(name) if name else None
-    model_id = ((registration or {}).get("model_specs") or [{}])[0].get("model_id")
-    return model_uid, is_random_model(model_id)
-
-
 def _workload_options(function):
-    """What bench and tune send: callers at once, documents per request and their length."""
+    """What bench and tune send: callers at once, documents per request, their length, a warm-up."""
+    function = click.option(
+        "--warmup", type=click.FloatRange(0, 600), default=3, show_default=True,
+        help="Seconds of load before measuring (excluded from the figures; a fresh GPU replica is slow at first).",
+    )(function)  # fmt: skip
     function = click.option(
         "--doc-tokens", type=click.IntRange(1, 8192), default=64, show_default=True,
         help="Document length in common English words (about a token each for a real reranker's vocabulary).",
@@ -458,39 +439,30 @@ def _workload_options(function):
 @click.option("--keep-alive/--no-keep-alive", default=None, help="Reuse connections (default: over https only).")
 @json_option
 @click.pass_obj
-def bench(connection, file, model_uid, concurrency, docs, doc_tokens, duration, max_requests, queries, cache_size,
-          keep_alive, as_json):  # fmt: skip
+def bench(context, file, model_uid, concurrency, docs, doc_tokens, warmup, duration, max_requests, queries,
+          cache_size, keep_alive, as_json):  # fmt: skip
     """Load a deployed reranker for a bounded time; report latency p50/p95/p99 and throughput.
 
-    Requests are not retried: every failure is counted, and any failure makes the exit code 1.
+    Requests go out with the API key (never the admin login) and are not retried: every failure
+    is counted, and any failure makes the exit code 1.
 
     \b
-        xrerank bench configs/demo.yaml --concurrency 4 --duration 10
+        xrerank bench configs/demo.yaml --concurrency 16 --duration 10
     """
-    from .bench import Workload, run_bench
-    from .cache import ScoreCache
-    from .client import Reranker
+    from .bench import Workload, bench_model
 
     if file is not None:
-        target, server = _load(connection, file)
+        target, session = context.target(file)
         model_uid = model_uid or target.settings.uid
     else:
-        server = connection.server()
-        model_uid = _rerank_target(server, model_uid)[0]
-    workload = Workload(docs, doc_tokens, concurrency, duration, max_requests, queries)
-    cache = ScoreCache(cache_size) if cache_size else None
-    client = Reranker(
-        server.endpoint, model_uid, timeout=connection.timeout, retry_for=0, credentials=server.api.credentials,
-        cache=cache, connections=concurrency, keep_alive=keep_alive,
-    )  # fmt: skip
-    with client:
-        result = run_bench(client.rerank, workload, _bench_progress(duration), cache).as_dict()
+        session = context.session()
+    workload = Workload(docs, doc_tokens, concurrency, duration, max_requests, queries, warmup=warmup)
+    document = bench_model(session, model_uid, workload, cache_size, keep_alive, _bench_progress(duration)).as_dict()
     if sys.stderr.isatty():
         click.echo(err=True)
-    document = {"endpoint": server.endpoint, "model_uid": model_uid, **result}
     emit_json(document) if as_json else click.echo(bench_text(document))
     if document["errors"]:
-        sys.exit(1)
+        sys.exit(ExitCode.FAILED)
 
 
 def _bench_progress(duration: float):
@@ -512,28 +484,19 @@ def _bench_progress(duration: float):
 # --- the declarative commands ------------------------------------------------------------------
 
 
-def _load(connection: Connection, file: Path):
-    from .config import load_deployment
-    from .deploy import resolve
-    from .local import xrerank_home
-
-    deployment, base = load_deployment(file)
-    return resolve(deployment, base, xrerank_home()), connection.server(deployment)
-
-
 @cli.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--dry-run", is_flag=True, help="Show the plan, change nothing.")
+@click.option("--dry-run", is_flag=True, help="Show the plan, change nothing (exit 1 if a step would be refused).")
 @click.option("--replace", is_flag=True, help="Apply changes the server cannot take in place (restarts the model).")
 @click.option("--skip-preflight", is_flag=True, help="Deploy even when `xrerank doctor` finds a failure.")
-@click.option("--timeout", "wait_for", type=click.FloatRange(min=1), default=900, show_default=True)
+@wait_option(900, "for the whole deploy")
 @json_option
 @click.pass_obj
-def deploy(connection, file, dry_run, replace, skip_preflight, wait_for, as_json):
+def deploy(context, file, dry_run, replace, skip_preflight, wait_for, legacy_wait, as_json):
     """Make the server run what FILE describes: download, spec, register, launch, wait, verify.
 
     Each step is skipped when already so; a second run changes nothing. Interrupted, the next
-    run finishes the job.
+    run finishes the job. Two runs of one file at once take turns.
 
     \b
         xrerank deploy configs/demo.yaml
@@ -541,9 +504,10 @@ def deploy(connection, file, dry_run, replace, skip_preflight, wait_for, as_json
     from .deploy import PreflightFailed, VerificationFailed
     from .deploy import deploy as run
 
-    target, server = _load(connection, file)
+    target, session = context.target(file)
+    deadline = _deadline(wait_for, legacy_wait)
     try:
-        result = run(server, target, time.monotonic() + wait_for, replace, dry_run, progress, not skip_preflight)
+        result = run(session, target, deadline, replace, dry_run, progress, not skip_preflight)
     except PreflightFailed as exc:
         if as_json:
             emit_json({"deployed": False, "preflight": [finding.as_dict() for finding in exc.failed]})
@@ -555,25 +519,17 @@ def deploy(connection, file, dry_run, replace, skip_preflight, wait_for, as_json
             click.echo(report_text(exc.report.as_dict()))
         raise
     if as_json:
-        emit_json(
-            {
-                "endpoint": result.endpoint,
-                "model_uid": result.uid,
-                "dry_run": dry_run,
-                "deployed": not dry_run,
-                "changed": result.changed,
-                "plan": [{"step": s.name, "state": s.state, "detail": s.detail} for s in result.steps],
-                "carried_out": result.carried_out,
-                "verification": result.verification.as_dict() if result.verification else None,
-            }
-        )
-        return
-    click.echo(f"plan for {result.uid} on {result.endpoint}:")
-    click.echo(plan_text(result.steps))
-    if result.verification:
-        click.echo(report_text(result.verification.as_dict()))
-    if not dry_run:
-        click.echo(f"{result.uid}: deployed" + ("" if result.changed else " (unchanged)"))
+        emit_json(result.as_dict())
+    else:
+        click.echo(f"plan for {result.uid} on {result.endpoint}:")
+        click.echo(plan_text(result.steps))
+        if result.verification:
+            click.echo(report_text(result.verification.as_dict()))
+        if not dry_run:
+            click.echo(f"{result.uid}: deployed" + ("" if result.changed else " (unchanged)"))
+    if dry_run and result.refused:
+        progress("error: " + "; ".join(step.detail for step in result.refused) + "; use --replace to change it")
+        sys.exit(ExitCode.FAILED)
 
 
 @cli.command()
@@ -581,29 +537,35 @@ def deploy(connection, file, dry_run, replace, skip_preflight, wait_for, as_json
 @click.option("--model-uid", help="Verify this running model instead of a deployment file's.")
 @click.option("--suite", type=click.Choice(["mechanics", "quality", "all"]), help="Default: the file's, or all.")
 @click.option("--cases", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Extra golden cases.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "float16", "bfloat16"]),
+    help="The replicas' precision (default: the file's, or what xrerank launched them with, else float32).",
+)
 @json_option
 @click.pass_obj
-def verify(connection, file, model_uid, suite, cases, as_json):
+def verify(context, file, model_uid, suite, cases, dtype, as_json):
     """Check that a deployed reranker answers correctly; exit 0 only when every check passes.
 
     \b
         xrerank verify configs/demo.yaml --suite mechanics
     """
     from .deploy import verify_model
-    from .errors import FAILED
 
     if (file is None) == (model_uid is None):
         raise BadInput("give either a deployment FILE or --model-uid")
     if file is not None:
-        target, server = _load(connection, file)
+        target, session = context.target(file)
         model_uid = target.settings.uid
         suite = suite or (target.deployment.verify.suite if target.deployment.verify.suite != "none" else "all")
+        dtype = dtype or target.settings.dtype
+        cases = cases or target.cases_file
     else:
-        server = connection.server()
-    report = verify_model(server, model_uid, suite or "all", cases, connection.timeout).as_dict()
+        session = context.session()
+    report = verify_model(session, model_uid, suite or "all", cases, dtype).as_dict()
     emit_json({"model_uid": model_uid, **report}) if as_json else click.echo(report_text(report))
     if not report["passed"]:
-        sys.exit(FAILED)
+        sys.exit(ExitCode.FAILED)
 
 
 @cli.command()
@@ -614,7 +576,7 @@ def verify(connection, file, model_uid, suite, cases, as_json):
 @click.option("--no-write", is_flag=True, help="Print the table, leave FILE as it is.")
 @json_option
 @click.pass_obj
-def tune(connection, file, budget, trial_duration, concurrency, docs, doc_tokens, no_write, as_json):
+def tune(context, file, budget, trial_duration, concurrency, docs, doc_tokens, warmup, no_write, as_json):
     """Try launch settings on FILE's server within a time budget; write the fastest into FILE.
 
     Trials run under a scratch uid (<uid>-tune), one at a time, and are terminated; the running
@@ -627,23 +589,16 @@ def tune(connection, file, budget, trial_duration, concurrency, docs, doc_tokens
     from .tune import tune as run
     from .tune import write_best
 
-    target, server = _load(connection, file)
-    workload = Workload(docs, doc_tokens, concurrency, trial_duration)
-    tuning = run(server, target.settings, workload, budget, progress)
+    target, session = context.target(file)
+    workload = Workload(docs, doc_tokens, concurrency, trial_duration, warmup=warmup)
+    tuning = run(session, target.settings, workload, budget, progress)
     if tuning.best is None:
         raise XrerankError("no trial finished without errors; see the failures above")
     if not no_write:
         write_best(file, tuning.best.setting)
+        tuning.written = True
     if as_json:
-        emit_json(
-            {
-                "model_uid": target.settings.uid,
-                "trials": [trial.as_dict() for trial in tuning.trials],
-                "best": tuning.best.setting.__dict__,
-                "not_tried": [setting.__dict__ for setting in tuning.skipped],
-                "written": not no_write,
-            }
-        )
+        emit_json({"model_uid": target.settings.uid, **tuning.as_dict()})
         return
     click.echo(tune_text(tuning))
     if not no_write:
@@ -652,28 +607,35 @@ def tune(connection, file, budget, trial_duration, concurrency, docs, doc_tokens
 
 @cli.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--purge-weights", is_flag=True, help="Also delete the downloaded weights.")
+@click.option("--purge-weights", is_flag=True, help="Also delete the weights xrerank downloaded or generated.")
+@wait_option(120, "for another xrerank run on this deployment")
 @json_option
 @click.pass_obj
-def destroy(connection, file, purge_weights, as_json):
+def destroy(context, file, purge_weights, wait_for, legacy_wait, as_json):
     """Terminate and unregister what FILE deployed; the weights stay unless --purge-weights.
+
+    Purging deletes only the files xrerank wrote (its manifest lists them, with their hashes),
+    never a `local` source's, and keeps the directory if anything else is in it.
 
     \b
         xrerank destroy configs/demo.yaml
     """
     from .deploy import destroy as run
 
-    target, server = _load(connection, file)
-    outcome = run(server, target, purge_weights)
-    text = ", ".join(f"{step}: {what}" for step, what in outcome.items())
-    _done({"model_uid": target.settings.uid, **outcome}, as_json, f"{target.settings.uid}: {text}")
+    target, session = context.target(file)
+    result = run(session, target, _deadline(wait_for, legacy_wait), purge_weights)
+    kept = f" (kept in {target.weights}: {', '.join(result.kept[:5])})" if result.kept else ""
+    text = (
+        f"{result.model_uid}: terminate: {result.terminate}, unregister: {result.unregister}, weights: {result.weights}"
+    )
+    _done(result.as_dict(), as_json, text + kept)
 
 
 @cli.command()
 @click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @json_option
-@click.pass_context
-def doctor(ctx, file, as_json):
+@click.pass_obj
+def doctor(context, file, as_json):
     """Find the known traps and capacity problems before a deploy; exit 1 when a check fails.
 
     Checks this machine; the server when --endpoint (or FILE) names one; FILE's deployment
@@ -682,19 +644,13 @@ def doctor(ctx, file, as_json):
     \b
         xrerank doctor configs/bge-reranker-v2-m3-gpu.yaml --json
     """
-    from .doctor import FAIL, machine_findings, probe_machine, worst
+    from .doctor import FAIL, examine, worst
 
-    connection = ctx.obj
-    findings = machine_findings(probe_machine())
     if file is not None:
-        from .doctor import preflight
-
-        target, server = _load(connection, file)
-        findings += preflight(server, target, machine=False)
-    elif connection.endpoint is not None:
-        from .doctor import server_findings
-
-        findings += server_findings(connection.server(), needs_admin=False)[0]
+        target, session = context.target(file)
+    else:
+        target, session = None, context.session() if context.options.endpoint else None
+    findings = examine(session, target)
     verdict = worst(findings)
     if as_json:
         emit_json({"verdict": verdict, "findings": [finding.as_dict() for finding in findings]})
@@ -702,7 +658,7 @@ def doctor(ctx, file, as_json):
         click.echo(findings_text(findings))
         click.echo(f"verdict: {verdict}")
     if verdict == FAIL:
-        sys.exit(1)
+        sys.exit(ExitCode.FAILED)
 
 
 # --- the embedded local server -------------------------------------------------------------------
@@ -713,20 +669,27 @@ home_option = click.option(
     type=click.Path(file_okay=False, path_type=Path),
     help="Server directory (default $XRERANK_HOME/server).",
 )
+host_option = click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; 0.0.0.0 serves apps on other hosts and in containers (auth stays on).",
+)
 
 
 @cli.group("server")
 def server_group():
-    """Run an embedded Xinference on 127.0.0.1 (its home, log, pid and credentials in one directory)."""
+    """Run an embedded Xinference (its home, log, pid and credentials in one private directory)."""
 
 
 @server_group.command("start")
 @click.option("--port", type=click.IntRange(1, 65535), default=9997, show_default=True)
+@host_option
 @home_option
-@click.option("--no-auth", is_flag=True, help="Turn Xinference's auth off (loopback only).")
-@click.option("--timeout", "wait_for", type=click.FloatRange(min=1), default=180, show_default=True)
+@click.option("--no-auth", is_flag=True, help="Turn Xinference's auth off (only on a loopback --host).")
+@wait_option(180, "for the server to answer")
 @json_option
-def server_start(port, home, no_auth, wait_for, as_json):
+def server_start(port, host, home, no_auth, wait_for, legacy_wait, as_json):
     """Start the server unless it runs; with auth on, create its admin and API key.
 
     \b
@@ -734,7 +697,8 @@ def server_start(port, home, no_auth, wait_for, as_json):
     """
     from .local import default_server_dir, start
 
-    running, started = start(home or default_server_dir(), port, auth=not no_auth, timeout=wait_for)
+    deadline = _deadline(wait_for, legacy_wait)
+    running, started = start(home or default_server_dir(), port, not no_auth, deadline - time.monotonic(), host)
     _server_done(running, "started" if started else "already running", as_json)
 
 
@@ -742,15 +706,14 @@ def server_start(port, home, no_auth, wait_for, as_json):
 @home_option
 @json_option
 def server_stop(home, as_json):
-    """Stop the server and its model processes (idempotent).
+    """Stop the server and its model processes (idempotent; a stale record is dropped, nothing signalled).
 
     \b
         xrerank server stop
     """
     from .local import default_server_dir, stop
 
-    stopped = stop(home or default_server_dir())
-    outcome = "stopped" if stopped else "not running"
+    outcome = stop(home or default_server_dir())
     _done({"outcome": outcome}, as_json, outcome)
 
 
@@ -758,46 +721,65 @@ def server_stop(home, as_json):
 @home_option
 @json_option
 def server_status(home, as_json):
-    """Is the embedded server running? Exit 0 when it is.
+    """Is the embedded server running and answering? Exit 0 only when it is.
 
     \b
         xrerank server status --json
     """
-    from .errors import FAILED
-    from .local import default_server_dir, read_state
+    from .local import default_server_dir, inspect_server
 
-    running = read_state(home or default_server_dir())
-    if running is None:
-        _done({"running": False}, as_json, "not running")
-        sys.exit(FAILED)
-    _server_done(running, "running", as_json)
+    found = inspect_server(home or default_server_dir())
+    if found.state == "running" and found.server is not None:
+        _server_done(found.server, "running", as_json)
+        return
+    document = {"outcome": found.state, "running": False, "detail": found.detail or None}
+    _done(document, as_json, found.state + (f": {found.detail}" if found.detail else ""))
+    sys.exit(ExitCode.FAILED)
+
+
+@server_group.command("unban")
+@home_option
+@json_option
+def server_unban(home, as_json):
+    """Lift the address bans Xinference's rate limiter set on the embedded server.
+
+    \b
+        xrerank server unban
+    """
+    from .local import default_server_dir, unban
+
+    lifted = unban(home or default_server_dir())
+    _done({"unbanned": lifted}, as_json, f"lifted {lifted} ban(s)")
 
 
 def _server_done(running, outcome: str, as_json: bool) -> None:
-    from .local import CREDENTIALS_FILE, LOG_FILE
+    from .local import LOG_FILE
 
     document = {
         "outcome": outcome,
         "running": True,
         "endpoint": running.endpoint,
+        "app_endpoint": running.advertised_endpoint,
+        "host": running.host,
         "pid": running.pid,
         "auth": running.auth,
         "log": str(running.directory / LOG_FILE),
-        "credentials_file": str(running.directory / CREDENTIALS_FILE) if running.auth else None,
     }
-    _done(
-        document, as_json, f"{outcome}: {running.endpoint} (pid {running.pid}, auth {'on' if running.auth else 'off'})"
-    )
+    where = running.endpoint
+    if running.advertised_endpoint != running.endpoint:
+        where += f", apps elsewhere: {running.advertised_endpoint}"
+    _done(document, as_json, f"{outcome}: {where} (pid {running.pid}, auth {'on' if running.auth else 'off'})")
 
 
 @cli.command()
 @click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--demo", is_flag=True, help="Deploy the offline demo model (configs/demo.yaml).")
 @click.option("--port", type=click.IntRange(1, 65535), default=9997, show_default=True)
-@click.option("--timeout", "wait_for", type=click.FloatRange(min=1), default=900, show_default=True)
+@host_option
+@wait_option(900, "for the server, the download and the deploy")
 @json_option
 @click.pass_obj
-def up(connection, file, demo, port, wait_for, as_json):
+def up(context, file, demo, port, host, wait_for, legacy_wait, as_json):
     """Start the embedded server if none answers, deploy, verify, and show a sample ranking.
 
     Default: configs/bge-reranker-v2-m3-cpu.yaml (downloads ~2.3 GB from ModelScope);
@@ -806,67 +788,28 @@ def up(connection, file, demo, port, wait_for, as_json):
     \b
         xrerank up --demo
     """
-    from .client import Reranker
-    from .deploy import deploy as run
-    from .local import default_server_dir, start
+    from .up import SAMPLE_QUERY
+    from .up import up as run
 
-    if file is not None and demo:
-        raise BadInput("give a deployment FILE or --demo, not both")
-    file = file or REPO_CONFIGS / ("demo.yaml" if demo else "bge-reranker-v2-m3-cpu.yaml")
-    if not file.is_file():
-        raise BadInput(f"{file} not found; pass a deployment FILE")
-    embedded = f"http://127.0.0.1:{port}"
-    connection.endpoint = connection.endpoint or embedded
-    if not _answers(connection.endpoint):
-        if connection.endpoint.rstrip("/") != embedded:
-            raise Unreachable(f"nothing answers at {connection.endpoint}; drop --endpoint to use the embedded server")
-        progress(f"starting Xinference on {embedded} (about 30 s)")
-        start(default_server_dir(), port, auth=True, timeout=wait_for)
-    target, server = _load(connection, file)
-    result = run(server, target, time.monotonic() + wait_for, progress=progress)
-    with Reranker(server.endpoint, result.uid, credentials=server.api.credentials) as client:
-        sample = client.rerank("What is AI?", _SAMPLE_DOCUMENTS)
+    result = run(context.options, file, demo, _deadline(wait_for, legacy_wait), port, host, progress)
     if as_json:
-        emit_json(
-            {
-                "endpoint": result.endpoint,
-                "model_uid": result.uid,
-                "changed": result.changed,
-                "demo": target.deployment.weights.source == "demo",
-                "sample": [{"index": r.index, "score": r.score, "document": r.document} for r in sample],
-            }
-        )
+        emit_json(result.as_dict())
         return
-    click.echo(f"deployed {result.uid} on {result.endpoint}" + ("" if result.changed else " (unchanged)"))
-    click.echo('sample ranking for "What is AI?":')
-    click.echo(results_text(sample))
-    if target.deployment.weights.source == "demo":
+    deployed = result.deployed
+    click.echo(f"deployed {deployed.uid} on {deployed.endpoint}" + ("" if deployed.changed else " (unchanged)"))
+    click.echo(f'sample ranking for "{SAMPLE_QUERY}":')
+    click.echo(results_text(result.sample))
+    if result.demo:
         from .demo import DEMO_WARNING
 
         click.echo(f"note: {DEMO_WARNING}")
     click.echo(
         "next:\n"
-        f'  xrerank rerank --model-uid {result.uid} "your query" "doc one" "doc two"\n'
-        f"  xrerank status --model-uid {result.uid}\n"
-        f"  xrerank verify {file}\n"
+        f"  xrerank connect --model-uid {deployed.uid}          # the URL, uid and key for your app\n"
+        f'  xrerank rerank --model-uid {deployed.uid} "your query" "doc one" "doc two"\n'
+        f"  xrerank status --model-uid {deployed.uid}\n"
         "  xrerank down"
     )
-
-
-_SAMPLE_DOCUMENTS = [
-    "Artificial intelligence is the ability of machines to learn and reason.",
-    "Apples are rich in dietary fibre.",
-    "Paris is the capital of France.",
-]
-
-
-def _answers(endpoint: str) -> bool:
-    import requests
-
-    try:
-        return requests.get(f"{endpoint}/v1/cluster/auth", timeout=2).ok
-    except requests.RequestException:
-        return False
 
 
 @cli.command()
@@ -879,7 +822,7 @@ def down(as_json):
     """
     from .local import default_server_dir, stop
 
-    outcome = "stopped" if stop(default_server_dir()) else "not running"
+    outcome = stop(default_server_dir())
     _done({"outcome": outcome}, as_json, outcome)
 
 

@@ -1,9 +1,12 @@
-"""The rerank client: right argument order, a timeout on every call, retries while a replica loads.
+"""The rerank client: right argument order, one deadline per call, retries while a replica loads.
 
     from xrerank.client import Reranker
     reranker = Reranker("http://127.0.0.1:9997", "bge-reranker", api_key="xf-...")
     for result in reranker.rerank("What is AI?", ["AI is ...", "Apples are ..."]):
         print(result.index, result.score, result.document)
+
+Every failure is a `RerankError` (its `exit_code` tells the kind: 2 bad input, 3 unreachable
+or refused, 4 timed out, 1 the server's refusal), with the server's reason.
 
 With `cache=ScoreCache()` repeated (query, document) pairs are answered from memory; the
 cache is keyed by the model's identity (its uid and the instance's launch time, read once, or
@@ -18,14 +21,15 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .cache import ScoreCache
-from .errors import BadInput, ServerError, XrerankError
-from .http import Api, ConnectionFailed, Credentials
+from .errors import ExitCode, ServerError, XrerankError
+from .http import Api, ConnectionFailed, Credentials, Refused
 
 # 503 "Model is loading" while a replica starts; 502/504 from proxies in front of the server.
 _RETRIED_STATUSES = (502, 503, 504)
@@ -36,14 +40,27 @@ _RETRIED_STATUSES = (502, 503, 504)
 _DEAD_REPLICA = ("Connect call failed", "Connection refused", "[Errno 111]", "Remote server")
 
 
-def _worth_retrying(error: ServerError) -> bool:
+def _worth_retrying(error: XrerankError) -> bool:
+    if isinstance(error, ConnectionFailed):
+        return True
+    if not isinstance(error, ServerError):
+        return False
     return error.status in _RETRIED_STATUSES or (
         error.status == 500 and any(marker in str(error) for marker in _DEAD_REPLICA)
     )
 
 
 class RerankError(XrerankError):
-    """A rerank call failed; the message is the server's reason."""
+    """A rerank call failed. `exit_code` says how (as the CLI's), `status` is the HTTP status if any."""
+
+    def __init__(self, message: str, exit_code: int = ExitCode.FAILED, status: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = ExitCode(exit_code)
+        self.status = status
+
+    @classmethod
+    def wrapping(cls, error: XrerankError, prefix: str = "") -> RerankError:
+        return cls(f"{prefix}{error}", error.exit_code, getattr(error, "status", None))
 
 
 @dataclass(frozen=True)
@@ -54,7 +71,10 @@ class Result:
 
 
 class Reranker:
-    """Rerank through one deployed model, on one pooled HTTP session."""
+    """Rerank through one deployed model, on one pooled HTTP session.
+
+    Give `api_key=` (an Xinference API key, "xf-..."); without one, against the embedded server
+    that `xrerank up` started, its own key is used."""
 
     def __init__(
         self,
@@ -70,18 +90,21 @@ class Reranker:
         revision: str | None = None,
         connections: int = 10,
         keep_alive: bool | None = None,
+        source_address: str | None = None,
     ) -> None:
-        if chunk_size < 1 or parallel < 1:
-            raise BadInput("chunk_size and parallel must be at least 1")
+        if not isinstance(chunk_size, int) or not isinstance(parallel, int) or chunk_size < 1 or parallel < 1:
+            raise RerankError("chunk_size and parallel must be whole numbers of at least 1", ExitCode.BAD_INPUT)
         self.model_uid = model_uid
         self.retry_for = retry_for
         self.chunk_size = chunk_size
         self.parallel = parallel
         self.cache = cache
         self.revision = revision
-        self._api = Api(
-            endpoint, credentials or Credentials(api_key=api_key), timeout, max(connections, parallel), keep_alive
-        )
+        try:
+            credentials = credentials or Credentials(api_key=api_key) or _embedded_server_key(endpoint)
+            self._api = Api(endpoint, credentials, timeout, max(connections, parallel), keep_alive, source_address)
+        except XrerankError as exc:
+            raise RerankError.wrapping(exc) from None
 
     def without_retries(self) -> Reranker:
         """A twin that reports the first failure instead of retrying it, for health checks."""
@@ -89,7 +112,7 @@ class Reranker:
         return Reranker(
             api.endpoint, self.model_uid, timeout=api.timeout, retry_for=0, credentials=api.credentials,
             chunk_size=self.chunk_size, parallel=self.parallel, cache=self.cache, revision=self.revision,
-            keep_alive=api.keep_alive,
+            keep_alive=api.keep_alive, source_address=api.source_address,
         )  # fmt: skip
 
     def close(self) -> None:
@@ -101,22 +124,43 @@ class Reranker:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None) -> list[Result]:
+    def rerank(self, query: str, documents: Iterable[str], top_n: int | None = None) -> list[Result]:
         """Documents ranked by relevance to `query`, best first; `index` points into `documents`."""
-        if not isinstance(query, str) or not query.strip():
-            raise BadInput("the query is empty")
-        if isinstance(documents, str) or not all(isinstance(doc, str) for doc in documents):
-            raise BadInput("documents must be a list of strings")
-        if top_n is not None and top_n < 0:
-            raise BadInput(f"top_n must be 0 or more, got {top_n}")
-        documents = list(documents)
-        if self.cache is None:
-            return self._score(query, documents, top_n)
+        documents = _documents(documents)
+        _check_query(query)
+        _check_top_n(top_n)
+        deadline = time.monotonic() + self.retry_for
+        try:
+            if self.cache is None:
+                return self._score(query, documents, top_n, deadline)
+            return self._score_with_cache(query, documents, top_n, deadline)
+        except RerankError:
+            raise
+        except XrerankError as exc:
+            raise RerankError.wrapping(exc, f"rerank on {self.model_uid} failed: ") from None
+
+    def answer(
+        self, query: str, documents: Iterable[str], top_n: int | None = None, return_documents: bool = False
+    ) -> dict:
+        """One request, and the server's answer as it sent it (no chunking, no cache, no checks)."""
+        documents = _documents(documents)
+        _check_query(query)
+        _check_top_n(top_n)
+        body = {"model": self.model_uid, "query": query, "documents": documents, "top_n": top_n}
+        if return_documents:
+            body["return_documents"] = True
+        try:
+            return self._post(body, time.monotonic() + self.retry_for)
+        except XrerankError as exc:
+            raise RerankError.wrapping(exc, f"rerank on {self.model_uid} failed: ") from None
+
+    def _score_with_cache(self, query: str, documents: list[str], top_n: int | None, deadline: float) -> list[Result]:
+        assert self.cache is not None
         keys = self.cache.keys(self._model_identity(), query, documents)
         scores = self.cache.get_many(keys)
         unknown = [i for i, score in enumerate(scores) if score is None]
         if unknown:
-            fresh = self._score(query, [documents[i] for i in unknown], None)
+            fresh = self._score(query, [documents[i] for i in unknown], None, deadline)
             for result in fresh:
                 scores[unknown[result.index]] = result.score
             self.cache.put_many([keys[unknown[r.index]] for r in fresh], [r.score for r in fresh])
@@ -126,52 +170,102 @@ class Reranker:
 
     def _model_identity(self) -> str:
         if self.revision is None:
-            found = self._api.get("/v1/models/instances", params={"model_uid": self.model_uid})
-            if not found:
+            from .server import Xinference
+
+            instance = Xinference.over(self._api).instance(self.model_uid)
+            if instance is None:
                 raise RerankError(f"{self.model_uid} is not running on {self._api.endpoint}")
-            self.revision = f"{found[0]['model_name']}@{found[0]['instance_created_ts']}"
+            self.revision = f"{instance.model_name}@{instance.created_ts}"
         return f"{self._api.endpoint}\0{self.model_uid}\0{self.revision}"
 
-    def _score(self, query: str, documents: list[str], top_n: int | None) -> list[Result]:
+    def _score(self, query: str, documents: list[str], top_n: int | None, deadline: float) -> list[Result]:
         starts = range(0, len(documents), self.chunk_size) if documents else [0]
         if len(starts) == 1:
-            return self._rerank_chunk(query, documents, 0, top_n)
+            return self._rerank_chunk(query, documents, 0, top_n, deadline)
         # Long lists go out in chunks, several at once, so the replicas share them; every score
         # is computed pair by pair, so merging the chunks' rankings gives the single call's ranking.
-        with ThreadPoolExecutor(max_workers=min(self.parallel, len(starts))) as pool:
-            chunks = pool.map(
-                lambda start: self._rerank_chunk(query, documents[start : start + self.chunk_size], start, top_n),
-                starts,
-            )
-            return _ranked([r for chunk in chunks for r in chunk], top_n)
+        # One deadline bounds them all, and the first chunk that fails stops the others.
+        failed = threading.Event()
 
-    def _rerank_chunk(self, query: str, documents: list[str], offset: int, top_n: int | None) -> list[Result]:
-        body = {"model": self.model_uid, "query": query, "documents": documents, "top_n": top_n}
-        answer = self._post_with_retries(body)
-        results = [
-            Result(
-                index=offset + item["index"], score=float(item["relevance_score"]), document=documents[item["index"]]
-            )
-            for item in answer.get("results", [])
-        ]
-        if any(not math.isfinite(result.score) for result in results):
-            raise RerankError(f"{self.model_uid} returned a score that is not a finite number")
+        def chunk(start: int) -> list[Result]:
+            if failed.is_set():
+                return []
+            try:
+                return self._rerank_chunk(query, documents[start : start + self.chunk_size], start, top_n, deadline)
+            except BaseException:
+                failed.set()
+                raise
+
+        with ThreadPoolExecutor(max_workers=min(self.parallel, len(starts))) as pool:
+            futures = [pool.submit(chunk, start) for start in starts]
+            return _ranked([r for future in futures for r in future.result()], top_n)
+
+    def _rerank_chunk(
+        self, query: str, documents: list[str], offset: int, top_n: int | None, deadline: float
+    ) -> list[Result]:
+        answer = self._post({"model": self.model_uid, "query": query, "documents": documents, "top_n": top_n}, deadline)
+        results = []
+        for item in answer.get("results", []) if isinstance(answer, dict) else ():
+            index, score = item.get("index"), item.get("relevance_score")
+            if not isinstance(index, int) or not 0 <= index < len(documents):
+                raise RerankError(f"{self.model_uid} answered index {index!r} for {len(documents)} documents")
+            if not isinstance(score, (int, float)) or not math.isfinite(score):
+                raise RerankError(f"{self.model_uid} returned a score that is not a finite number: {score!r}")
+            results.append(Result(offset + index, float(score), documents[index]))
         return results
 
-    def _post_with_retries(self, body: dict) -> dict:
-        deadline = time.monotonic() + self.retry_for
+    def _post(self, body: dict, deadline: float) -> dict:
         delay = 0.2
         while True:
             try:
                 return self._api.post("/v1/rerank", json=body)
-            except ServerError as exc:
+            except Refused as exc:
+                raise RerankError(
+                    f"{exc}"
+                    if self._api.credentials
+                    else f"{exc.args[0].split(';')[0]}; pass api_key= (an "
+                    "Xinference API key, e.g. from `xrerank connect`) to Reranker",
+                    exc.exit_code,
+                ) from None
+            except XrerankError as exc:
                 if not _worth_retrying(exc) or time.monotonic() + delay > deadline:
-                    raise RerankError(f"rerank on {self.model_uid} failed: {exc}") from None
-            except ConnectionFailed:
-                if time.monotonic() + delay > deadline:
                     raise
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 2.0)
+
+
+def _documents(documents: Iterable[str]) -> list[str]:
+    if isinstance(documents, (str, bytes)) or not isinstance(documents, Iterable):
+        raise RerankError(f"documents must be a list of strings, got {type(documents).__name__}", ExitCode.BAD_INPUT)
+    documents = list(documents)  # a generator is read once, here
+    wrong = next((doc for doc in documents if not isinstance(doc, str)), None)
+    if wrong is not None:
+        raise RerankError(
+            f"documents must be strings; one is {type(wrong).__name__}: {str(wrong)[:40]!r}", ExitCode.BAD_INPUT
+        )
+    return documents
+
+
+def _check_query(query: object) -> None:
+    if not isinstance(query, str):
+        raise RerankError(f"the query must be a string, got {type(query).__name__}", ExitCode.BAD_INPUT)
+    if not query.strip():
+        raise RerankError("the query is empty", ExitCode.BAD_INPUT)
+
+
+def _check_top_n(top_n: object) -> None:
+    if top_n is None:
+        return
+    if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 0:
+        raise RerankError(f"top_n must be a whole number of 0 or more, got {top_n!r}", ExitCode.BAD_INPUT)
+
+
+def _embedded_server_key(endpoint: str) -> Credentials:
+    """The data-plane key of the embedded server at `endpoint`, if xrerank started it; else none."""
+    from .local import local_credentials
+
+    local = local_credentials(endpoint)
+    return Credentials(api_key=local.api_key) if local and local.api_key else Credentials()
 
 
 def _ranked(results: list[Result], top_n: int | None) -> list[Result]:

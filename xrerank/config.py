@@ -10,11 +10,13 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import BadInput
+from .names import validate_model_name, validate_model_uid
 
 SUPPORTED_VERSION = 1
+MAX_FILE_BYTES = 1 << 20  # a deployment file is a page of YAML; a huge one is a mistake or an attack
 
 
 class _Strict(BaseModel):
@@ -28,23 +30,30 @@ class CredentialsFromEnv(_Strict):
 
 
 class Weights(_Strict):
-    source: Literal["modelscope", "local", "demo"]
+    source: Literal["modelscope", "huggingface", "local", "demo"]
     model_id: str | None = None
-    revision: str = "master"
+    revision: str | None = Field(default=None, description="default: the hub's (master on ModelScope, main on HF)")
     dir: str | None = Field(default=None, description="where the weights live; default $XRERANK_HOME/models/NAME")
     hub_endpoint: str | None = None
 
     @model_validator(mode="after")
     def _source_needs(self) -> Weights:
-        if self.source == "modelscope" and not self.model_id:
-            raise ValueError("source modelscope needs model_id, e.g. AI-ModelScope/bge-reranker-v2-m3")
-        if self.source == "local" and not self.dir:
-            raise ValueError("source local needs dir: the directory that holds the weights")
+        from .weights import source_for
+
+        problem = source_for(self.source).problem(self.model_id, self.dir)
+        if problem:
+            raise ValueError(problem)
         return self
 
 
 class Registration(_Strict):
     model_name: str
+
+    @field_validator("model_name")
+    @classmethod
+    def _legal_name(cls, name: str) -> str:
+        return _as_value_error(validate_model_name, name)
+
     language: list[str] = ["en", "zh", "multilingual"]
     max_tokens: int | None = Field(default=None, ge=1)
     persist: bool = True
@@ -52,6 +61,12 @@ class Registration(_Strict):
 
 class Launch(_Strict):
     model_uid: str | None = None
+
+    @field_validator("model_uid")
+    @classmethod
+    def _legal_uid(cls, uid: str | None) -> str | None:
+        return None if uid is None else _as_value_error(validate_model_uid, uid)
+
     replica: int = Field(default=1, ge=1)
     device: Literal["cpu", "cuda", "auto"] = "auto"
     gpu_idx: list[int] = []
@@ -61,7 +76,27 @@ class Launch(_Strict):
     threads_per_replica: int | None = Field(default=None, ge=1)
     batch_size: int | None = Field(default=None, ge=1, description="pairs per micro-batch (Xinference: 32)")
     batch_interval: float | None = Field(default=None, ge=0, description="seconds to gather one (Xinference: 0.003)")
+    replicas_per_gpu: int | None = Field(default=None, ge=1, description="replicas on each GPU of gpu_idx")
     env: dict[str, str] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replicas_from_gpus(cls, data: object) -> object:
+        """With replicas_per_gpu, the replica count follows: every listed GPU holds that many."""
+        if not isinstance(data, dict) or not isinstance(data.get("replicas_per_gpu"), int):
+            return data
+        gpus = data.get("gpu_idx")
+        if not isinstance(gpus, list) or not gpus:
+            raise ValueError("replicas_per_gpu needs gpu_idx: the GPUs to fill, e.g. gpu_idx: [0]")
+        if len(set(map(repr, gpus))) != len(gpus):
+            raise ValueError("with replicas_per_gpu, list each GPU once in gpu_idx")
+        wanted = len(gpus) * data["replicas_per_gpu"]
+        if "replica" in data and data["replica"] != wanted:
+            raise ValueError(
+                f"replica {data['replica']} contradicts {len(gpus)} GPU(s) x {data['replicas_per_gpu']} per GPU "
+                f"= {wanted}; drop replica or set it to {wanted}"
+            )
+        return {**data, "replica": wanted}
 
 
 class Verify(_Strict):
@@ -91,17 +126,23 @@ def load_deployment(path: str | Path) -> tuple[Deployment, Path]:
 
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise BadInput(f"{path} is {size} bytes; a deployment file is at most {MAX_FILE_BYTES} bytes")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInput(f"cannot read deployment file {path}: {exc}") from None
     try:
-        node = yaml.compose(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_plain(node, path)
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise BadInput(f"{path}{where}: not valid YAML: {problem}") from None
+    except RecursionError:
+        raise BadInput(f"{path}: nested too deeply to be a deployment file") from None
     if not isinstance(document, dict):
         raise BadInput(f"{path}: a deployment file is a YAML mapping with a version: key")
     try:
@@ -114,6 +155,43 @@ def load_deployment(path: str | Path) -> tuple[Deployment, Path]:
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
         raise BadInput(f"{path}:{line}: {key}: {_message(error)}{more}") from None
     return deployment, path.resolve().parent
+
+
+def _check_plain(node: object, path: Path) -> None:
+    """No duplicate keys (YAML keeps the last one silently) and no aliases (one node reached twice)."""
+    import yaml
+
+    seen: set[int] = set()
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if current is None:
+            continue
+        if id(current) in seen:
+            line = current.start_mark.line + 1
+            raise BadInput(f"{path}:{line}: anchors and aliases are not supported in a deployment file")
+        seen.add(id(current))
+        if isinstance(current, yaml.MappingNode):
+            keys: dict[object, int] = {}
+            for key, value in current.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else id(key)
+                if name in keys:
+                    raise BadInput(
+                        f"{path}:{key.start_mark.line + 1}: key {name!r} appears twice "
+                        f"(first on line {keys[name]}); a deployment file names each key once"
+                    )
+                keys[name] = key.start_mark.line + 1
+                stack += [key, value]
+        elif isinstance(current, yaml.SequenceNode):
+            stack += current.value
+
+
+def _as_value_error(check, value):
+    """pydantic reports ValueError with the file's line; BadInput would bypass it."""
+    try:
+        return check(value)
+    except BadInput as exc:
+        raise ValueError(str(exc)) from None
 
 
 def weights_dir(deployment: Deployment, base: Path, home: Path) -> Path:

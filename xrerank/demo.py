@@ -8,6 +8,7 @@ and Xinference, in well under a megabyte. Its scores are meaningless.
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import tempfile
@@ -58,24 +59,47 @@ def make_demo_model(directory: str | Path, seed: int = 0) -> Path:
 
 
 def make_random_model(directory: str | Path, config: dict, model_id: str, seed: int = 0) -> Path:
-    """A random-weight XLM-RoBERTa reranker of any size (benchmarks use a base-size one)."""
+    """A random-weight XLM-RoBERTa reranker of any size (benchmarks use a base-size one).
+
+    The model is written into a staging directory beside `directory` and renamed into place, so
+    `directory` is never half written; staging directories that a killed run left are removed."""
     target = Path(directory).expanduser().resolve()
+    if target.exists() and not target.is_dir():
+        raise BadInput(f"{target} is a file, not a directory; choose a new directory for the demo model")
     if read_complete_manifest(target) is not None:
         return target
-    if target.exists() and any(target.iterdir()):
+    if target.is_dir() and any(target.iterdir()):
         raise BadInput(f"{target} exists and is not an xrerank model directory; choose an empty or new directory")
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    _remove_abandoned_staging(target)
+    staging = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(target)}{os.getpid()}-", dir=target.parent))
     try:
         _write_model(staging, config, seed)
         write_manifest(staging, {"source": "demo", "model_id": model_id, "revision": f"seed-{seed}"})
         staging.chmod(0o755)  # mkdtemp makes it private; the server may run as another user
-        if target.exists():
-            target.rmdir()
-        staging.rename(target)
+        try:
+            os.rename(staging, target)  # replaces an empty directory; fails on a full one
+        except OSError:
+            if read_complete_manifest(target) is None:  # not another run's finished model
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _staging_prefix(target: Path) -> str:
+    return f".{target.name}.xrerank-staging-"
+
+
+def _remove_abandoned_staging(target: Path) -> None:
+    """Staging directories of runs that were killed (their pid is gone): ours by their name."""
+    import psutil
+
+    prefix = _staging_prefix(target)
+    for leftover in target.parent.glob(f"{prefix}*"):
+        pid = leftover.name[len(prefix) :].split("-", 1)[0]
+        if leftover.is_dir() and pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _write_model(directory: Path, settings: dict, seed: int) -> None:

@@ -3,7 +3,8 @@
 Each step checks what the server already has before it changes anything, so a re-run after a
 failure or an interruption picks up where the last one stopped: a download resumes, a launch
 that is still loading is waited for, and a deployment is reported verified only after its
-verification passed against the instance that is running now.
+verification passed against the instance that is running now. Runs on the same deployment
+serialise on a lock, so a second one finds the first one's work done.
 """
 
 from __future__ import annotations
@@ -11,24 +12,24 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from dataclasses import replace as dataclass_replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import ledger
 from .client import Reranker
-from .config import Deployment, weights_dir
-from .demo import is_random_model, make_demo_model
-from .doctor import FAIL, Finding, preflight
-from .errors import BadInput, Conflict, ServerError, TimedOut, XrerankError
-from .hub import download
-from .modeldir import inspect_model_dir, read_complete_manifest, write_json_atomically
+from .doctor import FAIL, Finding, launch_preflight, preflight
+from .errors import BadInput, Conflict, ExitCode, ServerError, TimedOut, XrerankError
+from .files import file_name, held_lock, read_json, write_json_atomically
+from .modeldir import NotOurs, inspect_model_dir, purge, read_complete_manifest
 from .plan import DONE, REFUSED, Desired, Observed, Step, launch_step, plan, refused
-from .server import LaunchSettings, Xinference, check_launch_settings, threads_per_replica
-from .spec import build_spec, spec_differences, validate_model_name
-from .verify import Report, run_suites
+from .records import Instance, LaunchSettings
+from .server import Xinference, check_launch_settings, threads_per_replica
+from .session import Session
+from .spec import build_spec, check_spec_document, spec_differences
+from .target import Target
+from .verify import Reference, Report, run_suites
 
 Progress = Callable[[str], None]
 
@@ -44,7 +45,7 @@ def register_model(server: Xinference, spec: dict, persist: bool = True, replace
     """Register `spec`: "registered", "unchanged" when the same spec is there, "replaced" with `replace`."""
     registered = server.registration(spec["model_name"])
     if registered is not None:
-        differences = spec_differences(registered, spec)
+        differences = spec_differences(registered.spec, spec)
         if not differences:
             return "unchanged"
         if not replace:
@@ -53,18 +54,14 @@ def register_model(server: Xinference, spec: dict, persist: bool = True, replace
                 "use --replace to change it"
             )
         server.unregister(spec["model_name"])
-        _register_or_restore(server, spec, registered, persist)
+        try:
+            server.register(spec, persist=persist)
+        except XrerankError:
+            server.register({k: v for k, v in registered.spec.items() if k != "is_builtin"}, persist=persist)
+            raise
         return "replaced"
     server.register(spec, persist=persist)
     return "registered"
-
-
-def _register_or_restore(server: Xinference, spec: dict, previous: dict, persist: bool) -> None:
-    try:
-        server.register(spec, persist=persist)
-    except XrerankError:
-        server.register({k: v for k, v in previous.items() if k != "is_builtin"}, persist=persist)
-        raise
 
 
 def unregister_model(server: Xinference, model_name: str) -> str:
@@ -75,45 +72,52 @@ def unregister_model(server: Xinference, model_name: str) -> str:
 
 
 def terminate_model(server: Xinference, model_uid: str) -> str:
-    if model_uid not in {model["id"] for model in server.models()}:
+    if model_uid not in {model.uid for model in server.models()}:
         return "absent"
     server.terminate(model_uid)
     return "terminated"
 
 
 def launch_model(
-    server: Xinference,
+    session: Session,
     settings: LaunchSettings,
     deadline: float,
     progress: Progress = _quiet,
     replace: bool = False,
 ) -> str:
-    """Launch and wait until EVERY replica is READY.
+    """Launch and wait until EVERY replica is READY; every launch is recorded in the ledger.
 
     Returns "launched", "resumed" (it was loading), "unchanged", "relaunched" (with `replace`) or
     "restored" (replicas had been lost, e.g. with their worker)."""
     check_launch_settings(settings)
-    uid = settings.uid
+    server, uid = session.server, settings.uid
     instance = server.instance(uid)
     outcome = "launched"
-    if instance is not None and instance.get("status") != "ERROR":
-        replicas = server.checked_replicas(uid)
+    if instance is not None and not instance.failed:
+        replicas = server.replicas(uid, check_reachable=True)
         desired = Desired(
-            settings.model_name, "", uid, settings.replica, gpu_idx=settings.gpu_idx, worker_ip=settings.worker_ip
-        )
-        step = launch_step(desired, Observed(True, instance=instance, replicas=replicas), replace)
+            settings.model_name, "", uid, settings.replica, gpu_idx=settings.gpu_idx,
+            worker_ip=settings.worker_ip, tuning=settings.tuning(),
+        )  # fmt: skip
+        observed = Observed(
+            True, instance=instance, replicas=replicas,
+            launched_with=ledger.launched_with(session.home, server.endpoint, instance),
+        )  # fmt: skip
+        step = launch_step(desired, observed, replace)
         if step.state == REFUSED:
             raise Conflict(f"{step.detail}; terminate it first, or use deploy --replace")
         if step.state == DONE:
-            if all(r.get("status") == "READY" for r in replicas) and len(replicas) >= settings.replica:
+            if all(r.ready for r in replicas) and len(replicas) >= settings.replica:
                 return "unchanged"
             _wait(server, settings, deadline, progress)
+            _record(session, settings)
             return "resumed"
         progress(f"terminating {uid} to relaunch it: {step.detail}")
         server.terminate(uid)
         outcome = "restored" if step.detail.startswith("restore") else "relaunched"
     threads = cpu_threads(server, settings)
     progress(f"launching {uid}: {settings.replica} replica(s)" + (f", {threads} thread(s) each" if threads else ""))
+    ledger.record_pending(session.home, server.endpoint, uid, settings.tuning())
     server.launch(settings, threads)
     try:
         _wait(server, settings, deadline, progress)
@@ -127,7 +131,14 @@ def launch_model(
         _wait_until_gone(server, uid, deadline)
         server.launch(settings, threads)
         _wait(server, settings, deadline, progress)
+    _record(session, settings)
     return outcome
+
+
+def _record(session: Session, settings: LaunchSettings) -> None:
+    instance = session.server.instance(settings.uid)
+    if instance is not None:
+        ledger.record_launch(session.home, session.endpoint, instance, settings.tuning())
 
 
 def _lost_the_cache_link_race(error: ServerError) -> bool:
@@ -138,7 +149,7 @@ def _lost_the_cache_link_race(error: ServerError) -> bool:
 def _wait_until_gone(server: Xinference, uid: str, deadline: float) -> None:
     while time.monotonic() < deadline:
         instance = server.instance(uid)
-        if instance is None or instance.get("status") == "ERROR":
+        if instance is None or instance.failed:
             return
         time.sleep(0.5)
     raise TimedOut(f"{uid} was not terminated before the deadline")
@@ -157,13 +168,9 @@ def _wait(server: Xinference, settings: LaunchSettings, deadline: float, progres
         server.wait_until_ready(settings.uid, settings.replica, deadline, report)
     except ServerError:
         # A half-started model would answer some requests and fail others: take it down whole.
-        _terminate_quietly(server, settings.uid)
+        with contextlib.suppress(XrerankError):
+            server.terminate(settings.uid)
         raise
-
-
-def _terminate_quietly(server: Xinference, uid: str) -> None:
-    with contextlib.suppress(XrerankError):
-        server.terminate(uid)
 
 
 def cpu_threads(server: Xinference, settings: LaunchSettings) -> int | None:
@@ -173,93 +180,108 @@ def cpu_threads(server: Xinference, settings: LaunchSettings) -> int | None:
     workers = settings.target_workers(server.workers())
     if not workers:
         return settings.threads_per_replica
-    on_cpu = settings.device == "cpu" or all(w.get("gpu_count", 0) == 0 for w in workers)
+    on_cpu = settings.device == "cpu" or all(w.gpu_count == 0 for w in workers)
     if not on_cpu:
         return None
     if settings.use_fp16:
         raise BadInput("fp16 on CPU runs about 6x slower than fp32 and the target has no GPU: drop fp16")
     if settings.threads_per_replica:
         return settings.threads_per_replica
-    cores = min(int(w.get("cpu_count") or 1) for w in workers)
+    cores = min(int(w.cpu_count or 1) for w in workers)
     return threads_per_replica(cores, settings.replicas_per_worker(len(workers)))
+
+
+def checked_launch(
+    session: Session, settings: LaunchSettings, deadline: float, progress: Progress, preflight_checks: bool = True
+) -> str:
+    """`xrerank launch`: the capacity checks deploy runs, then the launch."""
+    check_launch_settings(settings)
+    if preflight_checks:
+        progress("preflight: checking the server and the launch against its workers")
+        _raise_on_failures(launch_preflight(session.server, settings, machine=False))
+    return launch_model(session, settings, deadline, progress)
+
+
+def spec_for_directory(
+    model_dir: Path, model_name: str | None, languages: tuple[str, ...], max_tokens: int | None
+) -> dict:
+    """The spec for a model directory (`xrerank spec`, `register --model-dir`)."""
+    if not model_name:
+        raise BadInput("--model-name is required with --model-dir")
+    manifest = read_complete_manifest(model_dir.resolve()) or {}
+    return build_spec(inspect_model_dir(model_dir), model_name, languages, max_tokens, manifest.get("model_id"))
+
+
+def load_spec_file(path: Path, progress: Progress = _quiet) -> dict:
+    """A spec file, checked as far as this machine can: the v2 shape, the name, the weights if here."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        raise BadInput(f"{path} is not valid JSON: {exc}") from None
+    uri = check_spec_document(document, str(path))
+    if Path(uri).exists():
+        inspect_model_dir(uri)
+    else:
+        progress(f"note: {uri} is not on this machine; the server will check it")
+    return document
 
 
 # --- verification -----------------------------------------------------------------------------
 
 
 def verify_model(
-    server: Xinference, model_uid: str, suite: str, cases_file: Path | None = None, timeout: float = 30.0
+    session: Session,
+    model_uid: str,
+    suite: str,
+    cases_file: Path | None = None,
+    dtype: str | None = None,
 ) -> Report:
-    """Run the suites against a running model; what they need (weights, limits) is read from the server."""
+    """Run the suites against a running model; what they need (weights, limits) is read from the server.
+
+    `dtype` is the replicas' ("float16" when launched with fp16); by default what xrerank recorded
+    when it launched them, else float32."""
+    server = session.server
     instance = server.instance(model_uid)
-    if instance is None or instance.get("status") != "READY":
+    if instance is None or instance.status != "READY":
         raise XrerankError(f"{model_uid} is not running; deploy or launch it first")
-    registration = server.registration(instance["model_name"]) or {}
-    model_spec = (registration.get("model_specs") or [{}])[0]
-    uri = model_spec.get("model_uri")
-    model_dir = Path(uri.removeprefix("file://")) if uri else None
+    registration = server.registration(instance.model_name)
+    model_dir = Path(registration.model_uri) if registration and registration.model_uri else None
     readable = model_dir is not None and (model_dir / "config.json").is_file()
-    with Reranker(server.endpoint, model_uid, timeout=timeout, credentials=server.api.credentials) as reranker:
+    max_tokens = registration.max_tokens if registration else None
+    replicas = server.replicas(model_uid)
+    reference = (
+        Reference(model_dir, max_tokens, dtype or _recorded_dtype(session, instance), any(r.gpu_idx for r in replicas))
+        if readable and model_dir is not None
+        else None
+    )
+    from .demo import is_random_model
+
+    with Reranker(
+        server.endpoint, model_uid, timeout=session.timeout, credentials=session.data_credentials()
+    ) as client:
         return run_suites(
-            reranker,
+            client,
             suite,
-            replicas=int(instance.get("replica") or 1),
-            model_dir=model_dir if readable else None,
-            max_tokens=registration.get("max_tokens"),
-            demo=is_random_model(model_spec.get("model_id")),
+            replicas=max(instance.replica, len(replicas)),
+            reference=reference,
+            max_tokens=max_tokens,
+            demo=is_random_model(registration.model_id if registration else None),
             cases_file=cases_file,
         )
+
+
+def _recorded_dtype(session: Session, instance: Instance) -> str:
+    tunings = ledger.launched_with(session.home, session.endpoint, instance).values()
+    return "float16" if tunings and all(t and t.get("use_fp16") for t in tunings) else "float32"
 
 
 # --- the declarative deploy ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Target:
-    """A deployment file resolved against this machine: where things live, how to launch."""
-
-    deployment: Deployment
-    base: Path
-    home: Path
-    weights: Path
-    settings: LaunchSettings
-
-    @property
-    def spec_path(self) -> Path:
-        return self.home / "specs" / f"{self.deployment.registration.model_name}.json"
-
-    def stamp_path(self, endpoint: str, kind: str = "") -> Path:
-        """Where xrerank records what it did on `endpoint`: verified ("") or launched ("launch")."""
-        server = endpoint.split("://", 1)[-1].replace("/", "_").replace(":", "_")
-        return self.home / "deployments" / f"{self.settings.uid}@{server}{'.' + kind if kind else ''}.json"
-
-
-def resolve(deployment: Deployment, base: Path, home: Path) -> Target:
-    launch = deployment.launch
-    settings = LaunchSettings(
-        model_name=deployment.registration.model_name,
-        model_uid=launch.model_uid,
-        replica=launch.replica,
-        gpu_idx=tuple(launch.gpu_idx),
-        n_gpu=launch.n_gpu,
-        device=None if launch.device == "auto" else launch.device,
-        worker_ip=launch.worker_ip,
-        use_fp16=launch.use_fp16,
-        threads_per_replica=launch.threads_per_replica,
-        batch_size=launch.batch_size,
-        batch_interval=launch.batch_interval,
-        envs=dict(launch.env),
-    )
-    validate_model_name(settings.model_name)
-    check_launch_settings(settings)
-    return Target(deployment, base, home, weights_dir(deployment, base, home), settings)
-
-
 def desired_spec(target: Target) -> dict | None:
     """The spec the deployment wants, once the weights are complete on disk; else None."""
-    if not _weights_complete(target):
+    if not target.source.is_complete(target.weights):
         return None
-    weights = target.deployment.weights
     manifest = read_complete_manifest(target.weights) or {}
     registration = target.deployment.registration
     return build_spec(
@@ -267,15 +289,16 @@ def desired_spec(target: Target) -> dict | None:
         registration.model_name,
         registration.language,
         registration.max_tokens,
-        model_id=manifest.get("model_id") or weights.model_id,
+        model_id=manifest.get("model_id") or target.deployment.weights.model_id,
     )
 
 
-def observe(server: Xinference, target: Target) -> tuple[Desired, Observed]:
+def observe(session: Session, target: Target) -> tuple[Desired, Observed]:
+    server = session.server
     spec = desired_spec(target)
     uid = target.settings.uid
     instance = server.instance(uid)
-    replicas = server.checked_replicas(uid) if instance is not None and instance.get("status") != "ERROR" else []
+    replicas = server.replicas(uid, check_reachable=True) if instance is not None and not instance.failed else []
     desired = Desired(
         model_name=target.settings.model_name,
         model_uri=str(target.weights),
@@ -287,15 +310,15 @@ def observe(server: Xinference, target: Target) -> tuple[Desired, Observed]:
         verify=target.deployment.verify.suite != "none",
         tuning=target.settings.tuning(),
     )
-    launched = _read_json(target.stamp_path(server.endpoint, "launch")) or {}
     observed = Observed(
         weights_complete=spec is not None,
-        spec_file=_read_json(target.spec_path),
+        spec_file=read_json(target.spec_path),
         registration=server.registration(target.settings.model_name),
         instance=instance,
         replicas=replicas,
-        verified=_stamp_matches(target, server.endpoint, spec, instance),
-        launched_with=launched.get("tuning") if _same_instance(launched, instance) else None,
+        verified=spec is not None
+        and ledger.is_verified(session.home, server.endpoint, instance, _fingerprint(target, spec)),
+        launched_with=ledger.launched_with(session.home, server.endpoint, instance),
     )
     return desired, observed
 
@@ -307,14 +330,31 @@ class DeployResult:
     verification: Report | None
     uid: str
     endpoint: str
+    dry_run: bool = False
 
     @property
     def changed(self) -> bool:
         return bool(self.carried_out)
 
+    @property
+    def refused(self) -> list[Step]:
+        return refused(self.steps)
+
+    def as_dict(self) -> dict:
+        return {
+            "endpoint": self.endpoint,
+            "model_uid": self.uid,
+            "dry_run": self.dry_run,
+            "deployed": not self.dry_run,
+            "changed": self.changed,
+            "plan": [{"step": s.name, "state": s.state, "detail": s.detail} for s in self.steps],
+            "carried_out": self.carried_out,
+            "verification": self.verification.as_dict() if self.verification else None,
+        }
+
 
 def deploy(
-    server: Xinference,
+    session: Session,
     target: Target,
     deadline: float,
     replace: bool = False,
@@ -323,26 +363,34 @@ def deploy(
     preflight_checks: bool = True,
 ) -> DeployResult:
     """Compare, plan, and carry out the plan in order; the plan is redone once the weights are known."""
-    steps = plan(*observe(server, target), replace=replace)
-    result = DeployResult(steps, [], None, target.settings.uid, server.endpoint)
+    server = session.server
     if dry_run:
-        return result
+        return DeployResult(plan(*observe(session, target), replace=replace), [], None, target.settings.uid,
+                            server.endpoint, dry_run=True)  # fmt: skip
+    with held_lock(_lock_path(session, target), deadline, f"{target.settings.uid} on {server.endpoint}", progress):
+        return _deploy(session, target, deadline, replace, progress, preflight_checks)
+
+
+def _deploy(
+    session: Session, target: Target, deadline: float, replace: bool, progress: Progress, preflight_checks: bool
+) -> DeployResult:
+    server = session.server
+    steps = plan(*observe(session, target), replace=replace)
+    result = DeployResult(steps, [], None, target.settings.uid, server.endpoint)
     _raise_if_refused(steps)
     if preflight_checks and any(s.state != DONE for s in steps if s.name in ("register", "launch", "wait")):
         here = _is_loopback(server)
         progress("preflight: checking the server, the deployment" + (" and this machine" if here else ""))
-        findings = preflight(server, target, machine=here)
-        failed = [f for f in findings if f.level == FAIL]
-        if failed:
-            raise PreflightFailed(failed)
+        _raise_on_failures(preflight(server, target, machine=here))
     if steps[0].state != DONE:
         progress("download: " + steps[0].detail)
-        _ensure_weights(target)
+        ensure_weights(target, deadline, progress)
         result.carried_out.append("download")
-        steps = plan(*observe(server, target), replace=replace)
+        steps = plan(*observe(session, target), replace=replace)
         _raise_if_refused(steps)
     spec = desired_spec(target)
-    assert spec is not None  # the weights are complete here
+    if spec is None:
+        raise XrerankError(f"the weights in {target.weights} are not complete after the download step")
     by_name = {step.name: step for step in steps}
     if by_name["spec"].state != DONE:
         target.spec_path.parent.mkdir(parents=True, exist_ok=True)
@@ -353,13 +401,29 @@ def deploy(
         register_model(server, spec, persist=target.deployment.registration.persist, replace=replace)
         result.carried_out.append("register")
     if by_name["launch"].state != DONE or by_name["wait"].state != DONE:
-        outcome = launch_model(server, target.settings, deadline, progress, replace=by_name["launch"].replace)
+        outcome = launch_model(session, target.settings, deadline, progress, replace=by_name["launch"].replace)
         result.carried_out.append("launch" if outcome != "resumed" else "wait")
-        _record_launch(server, target)
     if by_name["verify"].state != DONE:
-        result.verification = _verify_and_stamp(server, target, spec, progress)
+        result.verification = _verify_and_stamp(session, target, spec, progress)
         result.carried_out.append("verify")
     return result
+
+
+def ensure_weights(target: Target, deadline: float, progress: Progress = _quiet) -> None:
+    """Fetch, generate or check the weights; deployments sharing a directory take turns."""
+    weights = target.deployment.weights
+    with held_lock(_weights_lock(target), deadline, f"the weights in {target.weights}", progress):
+        target.source.ensure(target.weights, weights.model_id, weights.revision, weights.hub_endpoint)
+
+
+def _weights_lock(target: Target) -> Path:
+    digest = hashlib.sha256(str(target.weights).encode()).hexdigest()[:16]
+    return target.home / "locks" / file_name("weights", digest, suffix=".lock")
+
+
+def _lock_path(session: Session, target: Target) -> Path:
+    server = session.endpoint.split("://", 1)[-1]
+    return target.home / "locks" / file_name(target.settings.uid, server, suffix=".lock")
 
 
 def _raise_if_refused(steps: list[Step]) -> None:
@@ -367,37 +431,22 @@ def _raise_if_refused(steps: list[Step]) -> None:
         raise Conflict("; ".join(step.detail for step in refused(steps)) + "; use --replace to change it")
 
 
-def _record_launch(server: Xinference, target: Target) -> None:
-    """Keep what the server cannot report (threads, batching, env), tied to this very instance."""
-    instance = server.instance(target.settings.uid) or {}
-    record = {"instance_created_ts": instance.get("instance_created_ts"), "tuning": target.settings.tuning()}
-    target.stamp_path(server.endpoint, "launch").parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomically(target.stamp_path(server.endpoint, "launch"), record)
-
-
-def _same_instance(record: dict, instance: dict | None) -> bool:
-    return instance is not None and record.get("instance_created_ts") == instance.get("instance_created_ts")
-
-
-def _verify_and_stamp(server: Xinference, target: Target, spec: dict, progress: Progress) -> Report:
+def _verify_and_stamp(session: Session, target: Target, spec: dict, progress: Progress) -> Report:
     verify = target.deployment.verify
+    server = session.server
+    before = server.instance(target.settings.uid)
     progress(f"verify: running the {verify.suite} suite")
-    cases = (target.base / verify.cases) if verify.cases else None
-    report = verify_model(server, target.settings.uid, verify.suite, cases)
+    report = verify_model(session, target.settings.uid, verify.suite, target.cases_file, target.settings.dtype)
     if not report.passed:
         failed = [f"{c.name} ({c.detail})" for c in report.checks if not c.passed]
         raise VerificationFailed(f"{target.settings.uid} is up but failed verification: {'; '.join(failed)}", report)
-    instance = server.instance(target.settings.uid) or {}
-    stamp = {
-        "endpoint": server.endpoint,
-        "model_uid": target.settings.uid,
-        "fingerprint": _fingerprint(target, spec),
-        "instance_created_ts": instance.get("instance_created_ts"),
-        "verified_at": time.time(),
-        "suite": verify.suite,
-    }
-    target.stamp_path(server.endpoint).parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomically(target.stamp_path(server.endpoint), stamp)
+    after = server.instance(target.settings.uid)
+    if before is None or after is None or before.identity() != after.identity():
+        raise XrerankError(
+            f"{target.settings.uid} changed while it was being verified (relaunched, or a replica replaced); "
+            "run deploy again to verify what runs now"
+        )
+    ledger.stamp_verified(session.home, server.endpoint, after, _fingerprint(target, spec), verify.suite)
     return report
 
 
@@ -406,9 +455,18 @@ class PreflightFailed(XrerankError):
         first = failed[0]
         more = f" (and {len(failed) - 1} more; see `xrerank doctor`)" if len(failed) > 1 else ""
         super().__init__(
-            f"preflight: {first.check}: {first.evidence}; fix: {first.fix}{more}; --skip-preflight to deploy anyway"
+            f"preflight: {first.check}: {first.evidence}; fix: {first.fix}{more}; --skip-preflight to go on anyway"
         )
         self.failed = failed
+        # Unreachable, refused or query-only credentials are exit 3, as the same failure is elsewhere.
+        if any(f.area == "server" and f.check in ("reachable", "auth", "credentials", "ban") for f in failed):
+            self.exit_code = ExitCode.UNREACHABLE
+
+
+def _raise_on_failures(findings: list[Finding]) -> None:
+    failed = [f for f in findings if f.level == FAIL]
+    if failed:
+        raise PreflightFailed(failed)
 
 
 def _is_loopback(server: Xinference) -> bool:
@@ -423,60 +481,45 @@ class VerificationFailed(XrerankError):
         self.report = report
 
 
-def destroy(server: Xinference, target: Target, purge_weights: bool = False) -> dict[str, str]:
-    """Terminate and unregister what the deployment made; the weights stay unless `purge_weights`."""
-    outcome = {
-        "terminate": terminate_model(server, target.settings.uid),
-        "unregister": unregister_model(server, target.settings.model_name),
-    }
-    target.stamp_path(server.endpoint).unlink(missing_ok=True)
-    target.stamp_path(server.endpoint, "launch").unlink(missing_ok=True)
-    target.spec_path.unlink(missing_ok=True)
-    if purge_weights and target.deployment.weights.source != "local" and target.weights.exists():
-        shutil.rmtree(target.weights)
-        outcome["weights"] = "deleted"
-    else:
-        outcome["weights"] = "kept"
-    return outcome
+@dataclass
+class Destroyed:
+    model_uid: str
+    terminate: str
+    unregister: str
+    weights: str
+    kept: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
 
 
-def _ensure_weights(target: Target) -> None:
-    weights = target.deployment.weights
-    if weights.source == "demo":
-        make_demo_model(target.weights)
-    elif weights.source == "modelscope":
-        download(weights.model_id or "", target.weights, weights.revision, weights.hub_endpoint)
-    else:
-        inspect_model_dir(target.weights)
-
-
-def _weights_complete(target: Target) -> bool:
-    if target.deployment.weights.source == "local":
+def destroy(session: Session, target: Target, deadline: float, purge_weights: bool = False) -> Destroyed:
+    """Terminate and unregister what the deployment made; the weights stay unless `purge_weights`,
+    and then only the files xrerank wrote go (never a `local` source's)."""
+    server, uid = session.server, target.settings.uid
+    if purge_weights and not target.source.owns_weights:
+        raise BadInput(f"weights of source {target.source.name} are yours, not xrerank's: they are never purged")
+    with held_lock(_lock_path(session, target), deadline, f"{uid} on {server.endpoint}"):
+        result = Destroyed(
+            uid, terminate_model(server, uid), unregister_model(server, target.settings.model_name), "kept"
+        )
+        ledger.forget(session.home, server.endpoint, uid)
+        target.spec_path.unlink(missing_ok=True)
+    if purge_weights and target.weights.exists():
         try:
-            inspect_model_dir(target.weights)
-        except BadInput:
-            return False
-        return True
-    return read_complete_manifest(target.weights) is not None
+            with held_lock(_weights_lock(target), deadline, f"the weights in {target.weights}"):
+                purged = purge(target.weights)
+        except NotOurs as exc:
+            raise XrerankError(f"{uid} is terminated and unregistered, but {exc}") from None
+        result.weights = "deleted" if purged.removed_directory else f"deleted {len(purged.deleted)} file(s)"
+        result.kept = purged.kept
+    return result
 
 
 def _fingerprint(target: Target, spec: dict | None) -> str:
-    launch = dataclass_replace(target.settings, envs=dict(sorted(target.settings.envs.items())))
+    settings = target.settings
+    launch = {**settings.__dict__, "envs": dict(sorted(settings.envs.items())), "gpu_idx": list(settings.gpu_idx)}
     text = json.dumps(
-        {"spec": spec, "launch": repr(launch), "verify": target.deployment.verify.model_dump()}, sort_keys=True
+        {"spec": spec, "launch": launch, "verify": target.deployment.verify.model_dump()}, sort_keys=True, default=str
     )
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _stamp_matches(target: Target, endpoint: str, spec: dict | None, instance: dict | None) -> bool:
-    stamp = _read_json(target.stamp_path(endpoint))
-    if stamp is None or instance is None or spec is None:
-        return False
-    return stamp.get("fingerprint") == _fingerprint(target, spec) and _same_instance(stamp, instance)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None

@@ -24,6 +24,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import XrerankError
+from .modeldir import POSITION_OFFSET_MODEL_TYPES
+from .records import LaunchSettings, Worker
+from .server import Xinference, threads_per_replica
+from .session import Session
+from .target import Target
+from .weights import read_config_file
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 KNOWN_GOOD = {
@@ -179,7 +185,7 @@ def _import_finding(name: str, what: str, imported: list, cause: Finding | None)
 _PROBE_UID = "xrerank-doctor-probe-no-such-model"
 
 
-def server_findings(server, needs_admin: bool) -> tuple[list[Finding], list[dict]]:
+def server_findings(server: Xinference, needs_admin: bool) -> tuple[list[Finding], list[Worker]]:
     """Reachability, version, auth, what the credentials may do, and the workers."""
     from .errors import ServerError, Unreachable
     from .http import Refused
@@ -247,11 +253,10 @@ def server_findings(server, needs_admin: bool) -> tuple[list[Finding], list[dict
         findings.append(
             Finding(
                 "server",
-                f"worker {worker['ip_address']}",
+                f"worker {worker.address}",
                 OK,
-                f"{worker.get('cpu_count')} cores, {(worker.get('mem_available') or 0) / GIB:.1f} GiB RAM free, "
-                f"{worker.get('gpu_count', 0)} GPU(s), "
-                f"{(worker.get('gpu_vram_available') or 0) / GIB:.1f} GiB VRAM free",
+                f"{worker.cpu_count} cores, {(worker.mem_available or 0) / GIB:.1f} GiB RAM free, "
+                f"{worker.gpu_count} GPU(s), {(worker.gpu_vram_available or 0) / GIB:.1f} GiB VRAM free",
             )
         )
     if not workers:
@@ -311,27 +316,26 @@ def estimate_memory(config: dict, parameters: int, max_tokens: int, fp16: bool, 
     return MemoryEstimate(parameters, parameters * width, activations, runtime)
 
 
-def deployment_findings(target, workers: list[dict], config: dict | None, parameters: int | None) -> list[Finding]:
-    """Max tokens, fp16, GPUs, threads and memory of `target` against the server's workers."""
-    from .server import threads_per_replica
-
-    settings = target.settings
+def deployment_findings(
+    settings: LaunchSettings, max_tokens: int | None, workers: list[Worker], config: dict | None, parameters: int | None
+) -> list[Finding]:
+    """Max tokens, fp16, GPUs, threads and memory of a launch against the server's workers."""
     findings: list[Finding] = []
     workers = settings.target_workers(workers)
     if not workers:
         return [Finding("deployment", "placement", FAIL, f"no worker at {settings.worker_ip}", "check worker_ip")]
-    gpus_on_workers = max((w.get("gpu_count") or 0 for w in workers), default=0)
+    gpus_on_workers = max((w.gpu_count for w in workers), default=0)
     on_gpu = settings.wants_gpu or (settings.device != "cpu" and gpus_on_workers > 0)
     if settings.use_fp16 and not on_gpu:
         findings.append(
             Finding("deployment", "fp16", FAIL, "fp16 on CPU runs about 6x slower than fp32", "set use_fp16: false")
         )
     if settings.gpu_idx:
-        missing = [i for i in settings.gpu_idx if i >= gpus_on_workers]
+        missing = sorted({i for i in settings.gpu_idx if i >= gpus_on_workers})
         level, evidence = (
             (FAIL, f"GPU indexes {missing} do not exist: the workers have {gpus_on_workers} GPU(s)")
             if missing
-            else (OK, f"GPU indexes {list(settings.gpu_idx)} exist")
+            else (OK, f"GPU indexes {sorted(set(settings.gpu_idx))} exist")
         )
         findings.append(
             Finding("deployment", "gpu_idx", level, evidence, "use indexes the worker sees" if missing else "")
@@ -347,7 +351,7 @@ def deployment_findings(target, workers: list[dict], config: dict | None, parame
             )
         )
     if not on_gpu:
-        cores = min(int(w.get("cpu_count") or 1) for w in workers)
+        cores = min(int(w.cpu_count or 1) for w in workers)
         per_worker = settings.replicas_per_worker(len(workers))
         threads = settings.threads_per_replica or threads_per_replica(cores, per_worker)
         level = WARN if threads * per_worker > cores else OK
@@ -365,10 +369,8 @@ def deployment_findings(target, workers: list[dict], config: dict | None, parame
             Finding("deployment", "memory", WARN, "the model's config.json is not readable here", "download first")
         )
         return findings
-    from .modeldir import POSITION_OFFSET_MODEL_TYPES
-
     limit = config.get("max_position_embeddings", 0) - POSITION_OFFSET_MODEL_TYPES.get(config.get("model_type", ""), 0)
-    max_tokens = target.deployment.registration.max_tokens or limit
+    max_tokens = max_tokens or limit
     if max_tokens > limit:
         findings.append(
             Finding(
@@ -387,8 +389,16 @@ def deployment_findings(target, workers: list[dict], config: dict | None, parame
     return findings
 
 
+def replicas_on_busiest_gpu(settings: LaunchSettings, gpus: int) -> int:
+    """The most replicas one GPU holds: gpu_idx says; else Xinference fills the GPUs in turn."""
+    per_gpu = settings.replicas_per_gpu()
+    if per_gpu:
+        return max(per_gpu.values())
+    return math.ceil(settings.replica * (settings.n_gpu or 1) / max(1, gpus))
+
+
 def _capacity_finding(
-    estimate: MemoryEstimate, settings, workers: list[dict], on_gpu: bool, max_tokens: int
+    estimate: MemoryEstimate, settings: LaunchSettings, workers: list[Worker], on_gpu: bool, max_tokens: int
 ) -> Finding:
     need = estimate.total
     shape = (
@@ -397,17 +407,18 @@ def _capacity_finding(
         f"{estimate.runtime / GIB:.1f} GiB runtime"
     )
     if on_gpu:
-        per_gpu = [(w.get("gpu_vram_available") or 0) / max(1, w.get("gpu_count") or 1) for w in workers]
-        available = max(per_gpu, default=0)
-        where = f"{available / GIB:.1f} GiB free per GPU"
-        fits = need <= available * _HEADROOM
+        gpus = max(1, max(w.gpu_count for w in workers))
+        sharing = replicas_on_busiest_gpu(settings, gpus)
+        available = max(((w.gpu_vram_available or 0) / max(1, w.gpu_count) for w in workers), default=0)
+        need *= sharing
+        where = f"{available / GIB:.1f} GiB free per GPU for {sharing} replica(s) on one GPU"
     else:
         per_worker = settings.replicas_per_worker(len(workers))
-        available = min((w.get("mem_available") or 0 for w in workers), default=0)
+        available = min((w.mem_available or 0 for w in workers), default=0)
         need *= per_worker
         where = f"{available / GIB:.1f} GiB RAM free for {per_worker} replica(s)"
-        fits = need <= available * _HEADROOM
-    evidence = f"needs {need / GIB:.2f} GiB ({shape}); {where}"
+    fits = need <= available * _HEADROOM
+    evidence = f"needs {need / GIB:.2f} GiB ({shape}, per replica); {where}"
     if fits:
         return Finding("deployment", "memory", OK, evidence)
     return Finding(
@@ -424,31 +435,49 @@ def worst(findings: list[Finding]) -> str:
     return FAIL if FAIL in levels else WARN if WARN in levels else OK
 
 
-def model_config(target) -> tuple[dict | None, int | None]:
+def model_config(target: Target) -> tuple[dict | None, int | None]:
     """The config (and exact parameter count when the weights are here) of the model `target` deploys."""
-    from .demo import DEMO_CONFIG, DEMO_VOCAB_SIZE
-    from .hub import fetch_config
-
-    config_path = target.weights / "config.json"
-    if config_path.is_file():
-        return json.loads(config_path.read_text(encoding="utf-8")), count_parameters(target.weights)
     weights = target.deployment.weights
-    if weights.source == "demo":
-        return {**DEMO_CONFIG, "vocab_size": DEMO_VOCAB_SIZE}, None
-    if weights.source == "modelscope":
-        try:
-            return fetch_config(weights.model_id or "", weights.revision, weights.hub_endpoint), None
-        except XrerankError:
-            return None, None
-    return None, None
+    config = target.source.read_config(target.weights, weights.model_id, weights.revision, weights.hub_endpoint)
+    return config, count_parameters(target.weights) if target.weights.is_dir() else None
 
 
-def preflight(server, target, machine: bool) -> list[Finding]:
+def preflight(server: Xinference, target: Target, machine: bool) -> list[Finding]:
     """What `xrerank doctor FILE` checks; `deploy` runs it before it registers or launches."""
     findings = machine_findings(probe_machine()) if machine else []
     server_part, workers = server_findings(server, needs_admin=True)
     findings += server_part
     if workers:
         config, parameters = model_config(target)
-        findings += deployment_findings(target, workers, config, parameters)
+        findings += deployment_findings(
+            target.settings, target.deployment.registration.max_tokens, workers, config, parameters
+        )
+    return findings
+
+
+def launch_preflight(server: Xinference, settings: LaunchSettings, machine: bool) -> list[Finding]:
+    """`xrerank launch`'s checks: the registered model's weights, if readable here, against the workers."""
+    findings = machine_findings(probe_machine()) if machine else []
+    server_part, workers = server_findings(server, needs_admin=True)
+    findings += server_part
+    if not workers:
+        return findings
+    registration = server.registration(settings.model_name)
+    if registration is None:
+        return findings + [
+            Finding("deployment", "registration", FAIL, f"{settings.model_name} is not registered", "register it")
+        ]
+    directory = Path(registration.model_uri) if registration.model_uri else None
+    config = read_config_file(directory) if directory else None
+    parameters = count_parameters(directory) if config is not None and directory else None
+    return findings + deployment_findings(settings, registration.max_tokens, workers, config, parameters)
+
+
+def examine(session: Session | None, target: Target | None) -> list[Finding]:
+    """`xrerank doctor`: this machine; the server when one is named; the deployment against its workers."""
+    findings = machine_findings(probe_machine())
+    if target is not None and session is not None:
+        findings += preflight(session.server, target, machine=False)
+    elif session is not None:
+        findings += server_findings(session.server, needs_admin=False)[0]
     return findings

@@ -2,35 +2,42 @@
 
 from __future__ import annotations
 
-OK = 0
-FAILED = 1
-BAD_INPUT = 2
-UNREACHABLE = 3
-TIMED_OUT = 4
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The documented exit codes (README, "Exit codes"), the same for every command."""
+
+    OK = 0
+    FAILED = 1
+    BAD_INPUT = 2
+    UNREACHABLE = 3
+    TIMED_OUT = 4
+    INTERRUPTED = 130
 
 
 class XrerankError(Exception):
     """A failure with a one-line message: what failed, why, what to do next."""
 
-    exit_code = FAILED
+    exit_code = ExitCode.FAILED
 
 
 class BadInput(XrerankError):
     """The user's input is wrong; nothing was sent to the server."""
 
-    exit_code = BAD_INPUT
+    exit_code = ExitCode.BAD_INPUT
 
 
 class Unreachable(XrerankError):
     """The server does not answer, is not Xinference, or refuses our credentials."""
 
-    exit_code = UNREACHABLE
+    exit_code = ExitCode.UNREACHABLE
 
 
 class TimedOut(XrerankError):
     """A wait reached its deadline."""
 
-    exit_code = TIMED_OUT
+    exit_code = ExitCode.TIMED_OUT
 
 
 class ServerError(XrerankError):

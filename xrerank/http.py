@@ -11,9 +11,27 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ServerError, TimedOut, Unreachable
+from .errors import BadInput, ServerError, TimedOut, Unreachable
 
 _ACTOR_PREFIX = re.compile(r"\[address=[^\]]*\]\s*")
+
+
+def parse_endpoint(endpoint: str) -> str:
+    """`endpoint` without its trailing slash, if it is an http(s) URL with a host; else BadInput."""
+    from urllib.parse import urlsplit
+
+    text = str(endpoint or "").strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        hint = f"http://{text}" if text and "://" not in text else "http://127.0.0.1:9997"
+        raise BadInput(f"endpoint {text[:80]!r} is not an http(s) URL; use e.g. {hint}")
+    if port == 0 or parts.query or parts.fragment:
+        raise BadInput(f"endpoint {text[:80]!r} is not a server address; use e.g. http://127.0.0.1:9997")
+    return text.rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -52,6 +70,10 @@ class ConnectionFailed(Unreachable):
     """Nothing answered at the endpoint (refused, reset): worth retrying while a server restarts."""
 
 
+class Banned(Unreachable):
+    """Xinference's rate limiter banned this client's address after repeated failed authentications."""
+
+
 class Api:
     """requests.Session bound to one endpoint; logs in with username/password when given."""
 
@@ -62,19 +84,27 @@ class Api:
         timeout: float = 30.0,
         connections: int = 10,
         keep_alive: bool | None = None,
+        source_address: str | None = None,
     ) -> None:
         import requests
         from requests.adapters import HTTPAdapter
 
-        self.endpoint = endpoint.rstrip("/")
+        self.endpoint = parse_endpoint(endpoint)
         self.credentials = credentials or Credentials()
         self.timeout = timeout
+        self.source_address = source_address
         # Xinference 4.1's REST server leaves Nagle's algorithm on (uvicorn#3149), so every request
         # after the first on a kept-alive connection waits ~40 ms for the client's delayed ACK;
         # a fresh loopback connection costs ~0.5 ms. Over https a proxy answers and keeps them.
         self.keep_alive = self.endpoint.startswith("https://") if keep_alive is None else keep_alive
         self._session = requests.Session()
+        # The environment's proxy and CA settings, read once: requests would look them up again on
+        # every request, ~0.4 ms of CPU each, which is what a loaded data plane cannot spare.
+        self._settings = self._session.merge_environment_settings(self.endpoint, {}, None, None, None)
+        self._session.trust_env = False
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=connections)
+        if source_address:
+            adapter.poolmanager.connection_pool_kw["source_address"] = (source_address, 0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._user_token: str | None = None
@@ -109,17 +139,24 @@ class Api:
             ) from None
 
     def _send(self, method: str, path: str, timeout: float | None, kwargs: dict) -> Any:
-        import requests
-
         headers = dict(kwargs.pop("headers", {}) or {})
-        if not self.keep_alive:
-            headers["Connection"] = "close"
         token = self._bearer_token()
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        return self._raw(method, path, timeout, headers=headers, **kwargs)
+
+    def _raw(self, method: str, path: str, timeout: float | None, headers: dict | None = None, **kwargs: Any) -> Any:
+        """One HTTP exchange with our deadline; transport failures become our exceptions."""
+        import requests
+
+        headers = dict(headers or {})
+        if not self.keep_alive:
+            headers["Connection"] = "close"
         url = f"{self.endpoint}{path}"
         try:
-            return self._session.request(method, url, headers=headers, timeout=timeout or self.timeout, **kwargs)
+            return self._session.request(
+                method, url, headers=headers, timeout=timeout or self.timeout, **self._settings, **kwargs
+            )
         except requests.exceptions.ConnectTimeout:
             raise Unreachable(f"cannot reach {self.endpoint}: connection timed out; check --endpoint") from None
         except requests.exceptions.Timeout:
@@ -131,8 +168,8 @@ class Api:
                 f"cannot reach Xinference at {self.endpoint}: connection refused or reset; "
                 "start one with `xrerank server start` or check --endpoint"
             ) from None
-        except requests.exceptions.InvalidURL:
-            raise Unreachable(f"{self.endpoint} is not a valid URL; use e.g. http://127.0.0.1:9997") from None
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema):
+            raise BadInput(f"{self.endpoint} is not a valid URL; use e.g. http://127.0.0.1:9997") from None
 
     def _bearer_token(self) -> str | None:
         if self.credentials.username:
@@ -142,22 +179,30 @@ class Api:
         return self.credentials.api_key
 
     def _login(self) -> str:
-        response = self._session.post(
-            f"{self.endpoint}/token",
-            json={"username": self.credentials.username, "password": self.credentials.password or ""},
-            timeout=self.timeout,
-        )
+        credentials = {"username": self.credentials.username, "password": self.credentials.password or ""}
+        response = self._raw("POST", "/token", None, json=credentials)
         if response.status_code in (400, 401, 403):
             raise Refused(
                 f"login as {self.credentials.username!r} at {self.endpoint} was refused: wrong username or password"
             )
         if response.status_code >= 400:
             raise self._error("POST", "/token", response)
-        return response.json()["access_token"]
+        try:
+            return response.json()["access_token"]
+        except (ValueError, KeyError, TypeError):
+            raise Unreachable(
+                f"{self.endpoint} answered the login without a token; is this the Xinference REST API?"
+            ) from None
 
     def _error(self, method: str, path: str, response: Any) -> Exception:
         reason = server_reason(response.text)
         status = response.status_code
+        if status == 429 and "banned" in reason.lower():
+            return Banned(
+                f"{self.endpoint} refused {method} {path}: {reason} Xinference bans an address after repeated "
+                "failed keys or tokens (by default 10 in 300 s, for 3600 s); the ban ends on its own or when "
+                "the server restarts, or an admin lifts it from another address (see `xrerank doctor`)"
+            )
         if status in (401, 403):
             hint = (
                 "API keys may only query and rerank; admin operations need --username/--password"

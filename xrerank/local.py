@@ -1,13 +1,21 @@
-"""The embedded local Xinference: one directory holds its home, log, pid and credentials.
+"""The embedded local Xinference: one private directory holds its home, log, pid and credentials.
 
 Auth stays on (Xinference 4.1's default). On first start we read the one-time setup token from
 the server's log, create the admin account with a random password, and create an API key for
 clients; both go to `credentials.json`, readable by its owner only, and are never printed.
+
+A recorded server is only ever signalled after checking that the pid is still the process we
+started (its start time and command line): after a crash the pid may belong to anything.
+
+The rate limiter is set for a machine where many programs share 127.0.0.1: an address is
+banned after 100 failed keys or tokens in a minute, for a minute (Xinference's default is 10 in
+five minutes, for an hour, which lets one app with a stale key lock every local program out).
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import ipaddress
 import os
 import re
 import secrets
@@ -21,19 +29,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BadInput, ServerError, TimedOut, XrerankError
-from .http import Api, Credentials
-from .modeldir import write_json_atomically
+from .files import private_directory, read_json, write_json_atomically, xrerank_home
+from .http import Api, Credentials, Refused
 
 DEFAULT_PORT = 9997
 STATE_FILE = "server.json"
 CREDENTIALS_FILE = "credentials.json"
 LOG_FILE = "xinference.log"
 ADMIN_USER = "admin"
+CLIENT_KEY_NAME = "xrerank-clients"
 _SETUP_TOKEN = re.compile(r"Setup token: (\S+)")
-
-
-def xrerank_home() -> Path:
-    return Path(os.environ.get("XRERANK_HOME") or Path.home() / ".xrerank").expanduser()
+RATE_LIMITS = {
+    "XINFERENCE_RATE_LIMIT_IP_MAX_FAILURES": "100",
+    "XINFERENCE_RATE_LIMIT_IP_WINDOW_SECONDS": "60",
+    "XINFERENCE_RATE_LIMIT_IP_BAN_SECONDS": "60",
+}
 
 
 def default_server_dir() -> Path:
@@ -44,55 +54,119 @@ def default_server_dir() -> Path:
 class LocalServer:
     directory: Path
     pid: int
-    endpoint: str
+    port: int
+    host: str  # what it listens on
     auth: bool
+    started: float  # the process's start time, to tell it from a later process with the same pid
+
+    @property
+    def endpoint(self) -> str:
+        """What xrerank on this machine uses (loopback when the server listens on every address)."""
+        return f"http://{_local_host(self.host)}:{self.port}"
+
+    @property
+    def advertised_endpoint(self) -> str:
+        """What an app on another host (or in a container) uses."""
+        return f"http://{advertised_host(self.host)}:{self.port}"
+
+    def serves(self, endpoint: str) -> bool:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(endpoint)
+        if parts.port != self.port:
+            return False
+        return parts.hostname in {_local_host(self.host), advertised_host(self.host), "localhost", "127.0.0.1"}
 
 
-def read_state(directory: Path) -> LocalServer | None:
-    """The server recorded in `directory`, if its process is still alive."""
+@dataclass(frozen=True)
+class ServerState:
+    state: str  # "running", "not answering", "stale" or "not running"
+    server: LocalServer | None
+    detail: str = ""
+
+
+def _recorded(directory: Path) -> LocalServer | None:
+    """The server the state file in `directory` names, whatever runs under its pid now."""
+    recorded = read_json(directory / STATE_FILE)
     try:
-        state = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return LocalServer(
+            directory,
+            int(recorded["pid"]),
+            int(recorded["port"]),
+            str(recorded.get("host", "127.0.0.1")),
+            bool(recorded["auth"]),
+            float(recorded["started"]),
+        )
+    except (KeyError, TypeError, ValueError):
         return None
-    if not _alive(state["pid"]):
-        return None
-    return LocalServer(directory, state["pid"], state["endpoint"], state["auth"])
+
+
+def inspect_server(directory: Path) -> ServerState:
+    """What the state file in `directory` says, checked against the process and the port."""
+    directory = directory.expanduser().resolve()
+    if not (directory / STATE_FILE).exists():
+        return ServerState("not running", None)
+    server = _recorded(directory)
+    if server is None:
+        return ServerState("stale", None, f"{directory / STATE_FILE} is not a state file this xrerank wrote")
+    mismatch = _not_ours(server)
+    if mismatch == "gone":
+        return ServerState("not running", server, f"pid {server.pid} has exited")
+    if mismatch:
+        return ServerState("stale", server, f"pid {server.pid} is another process now ({mismatch})")
+    if not answers(server.endpoint):
+        return ServerState("not answering", server, f"pid {server.pid} runs but {server.endpoint} does not answer")
+    return ServerState("running", server)
+
+
+def inspect_server_process(directory: Path) -> LocalServer | None:
+    """The server recorded in `directory`, if its process is the one xrerank started."""
+    server = _recorded(directory.expanduser().resolve())
+    return server if server is not None and _not_ours(server) is None else None
 
 
 def local_credentials(endpoint: str, directory: Path | None = None) -> Credentials | None:
     """The credentials of the embedded server at `endpoint`, so its own commands need no flags."""
     directory = directory or default_server_dir()
-    server = read_state(directory)
-    if server is None or server.endpoint.rstrip("/") != endpoint.rstrip("/") or not server.auth:
+    server = inspect_server_process(directory)
+    if server is None or not server.auth or not server.serves(endpoint):
         return None
-    try:
-        stored = json.loads((directory / CREDENTIALS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    stored = read_json(directory / CREDENTIALS_FILE)
+    if stored is None:
         return None
     return Credentials(api_key=stored.get("api_key"), username=stored.get("username"), password=stored.get("password"))
 
 
 def start(
-    directory: Path, port: int = DEFAULT_PORT, auth: bool = True, timeout: float = 180.0
+    directory: Path,
+    port: int = DEFAULT_PORT,
+    auth: bool = True,
+    timeout: float = 180.0,
+    host: str = "127.0.0.1",
 ) -> tuple[LocalServer, bool]:
-    """Start xinference-local on 127.0.0.1:`port` unless it already runs; return it and whether it was started."""
-    directory = directory.expanduser().resolve()
-    running = read_state(directory)
-    if running is not None:
-        return running, False
+    """Start xinference-local on `host`:`port` unless it already runs; return it and whether it was started."""
+    host = check_host(host, auth)
+    directory = private_directory(directory.expanduser().resolve())
+    current = inspect_server(directory)
+    if current.state in ("running", "not answering") and current.server is not None:
+        if (current.server.port, current.server.host) != (port, host):
+            raise BadInput(
+                f"the embedded server in {directory} already runs on {current.server.host}:{current.server.port}; "
+                "stop it first (xrerank server stop) to start it elsewhere"
+            )
+        return current.server, False
     if _port_in_use(port):
-        raise BadInput(f"port {port} on 127.0.0.1 is in use by another program; choose one with --port")
+        raise BadInput(f"port {port} is in use by another program; choose one with --port")
     executable = shutil.which("xinference-local") or str(Path(sys.executable).with_name("xinference-local"))
     if not Path(executable).exists():
         raise XrerankError("xinference-local is not installed here; run scripts/install.sh")
-    directory.mkdir(parents=True, exist_ok=True)
-    endpoint = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "XINFERENCE_HOME": str(directory / "home"), "HF_HUB_OFFLINE": "1"}
+    home = private_directory(directory / "home")
+    env = {**os.environ, "XINFERENCE_HOME": str(home), "HF_HUB_OFFLINE": "1", **RATE_LIMITS}
     env["XINFERENCE_AUTH_ADVANCED"] = "1" if auth else "0"
     log = os.open(directory / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     log_start = os.lseek(log, 0, os.SEEK_END)
     process = subprocess.Popen(
-        [executable, "--host", "127.0.0.1", "--port", str(port)],
+        [executable, "--host", host, "--port", str(port)],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=log,
@@ -100,9 +174,11 @@ def start(
         start_new_session=True,  # its own process group, so stop() reaches the model processes too
     )
     os.close(log)
-    server = LocalServer(directory, process.pid, endpoint, auth)
+    server = LocalServer(directory, process.pid, port, host, auth, _create_time(process.pid) or time.time())
     write_json_atomically(
-        directory / STATE_FILE, {"pid": process.pid, "endpoint": endpoint, "auth": auth, "port": port}
+        directory / STATE_FILE,
+        {"pid": server.pid, "port": port, "host": host, "auth": auth, "started": server.started},
+        mode=0o600,
     )
     try:
         _wait_until_answering(server, process, time.monotonic() + timeout)
@@ -114,23 +190,89 @@ def start(
     return server, True
 
 
-def stop(directory: Path, timeout: float = 30.0) -> bool:
-    """Stop the server recorded in `directory` (SIGTERM to its group, SIGKILL at the deadline)."""
+def stop(directory: Path, timeout: float = 30.0) -> str:
+    """Stop the recorded server (SIGTERM to its group, SIGKILL at the deadline).
+
+    Returns "stopped", "not running", or "stale" when the recorded pid is another process now:
+    that one is never signalled."""
     directory = directory.expanduser().resolve()
-    server = read_state(directory)
-    (directory / STATE_FILE).unlink(missing_ok=True)
-    if server is None:
-        return False
-    try:
+    state = inspect_server(directory)
+    if state.state in ("not running", "stale"):
+        (directory / STATE_FILE).unlink(missing_ok=True)
+        return state.state
+    server = state.server
+    assert server is not None
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(server.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return True
     deadline = time.monotonic() + timeout
-    while _alive(server.pid) and time.monotonic() < deadline:
+    while _not_ours(server) is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    if _alive(server.pid):
+    if _not_ours(server) is None:
         os.killpg(server.pid, signal.SIGKILL)
-    return True
+    (directory / STATE_FILE).unlink(missing_ok=True)
+    return "stopped"
+
+
+def unban(directory: Path) -> int:
+    """Lift every address ban on the embedded server; returns how many were lifted.
+
+    A banned address cannot even use an admin login, so the request comes from another loopback
+    address (Linux answers on all of 127.0.0.0/8)."""
+    server = inspect_server_process(directory)
+    if server is None:
+        raise XrerankError(f"no embedded server runs from {directory}; start it with `xrerank server start`")
+    credentials = local_credentials(server.endpoint, directory)
+    if credentials is None:
+        raise XrerankError("the embedded server runs with auth off: nothing is ever banned")
+    api = Api(server.endpoint, credentials, source_address=spare_loopback())
+    answer = api.post("/v1/admin/security/unban-all-ips")
+    return int((answer or {}).get("unbanned", 0))
+
+
+def spare_loopback() -> str | None:
+    """A loopback address other than 127.0.0.1 that this machine can send from, or None."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.2", 0))
+        except OSError:
+            return None
+    return "127.0.0.2"
+
+
+def check_host(host: str, auth: bool) -> str:
+    """An address to listen on; one reachable from other hosts requires auth."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise BadInput(
+            f"--host {host!r} is not an IP address; use 127.0.0.1, 0.0.0.0 or one of this machine's"
+        ) from None
+    if not address.is_loopback and not auth:
+        raise BadInput(
+            f"--host {host} makes the server reachable from other machines, and --no-auth would let anyone "
+            "there use it; keep auth on, or listen on 127.0.0.1"
+        )
+    return str(address)
+
+
+def advertised_host(host: str) -> str:
+    """The address other machines (and containers) reach this server on."""
+    if host not in ("0.0.0.0", "::"):
+        return host
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent; this picks the outgoing interface
+            return probe.getsockname()[0]
+        except OSError:
+            pass
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+def _local_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::") else host
 
 
 def _bootstrap_credentials(server: LocalServer, log_start: int) -> None:
@@ -148,10 +290,10 @@ def _bootstrap_credentials(server: LocalServer, log_start: int) -> None:
     password = secrets.token_urlsafe(24)
     api.post("/v1/admin/setup", json={"setup_token": token, "username": ADMIN_USER, "password": password})
     admin = Api(server.endpoint, Credentials(username=ADMIN_USER, password=password))
-    api_key = admin.post("/v1/admin/keys", json={"name": "xrerank-clients"})["key"]
-    descriptor = os.open(credentials_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-        json.dump({"username": ADMIN_USER, "password": password, "api_key": api_key}, stream)
+    api_key = admin.post("/v1/admin/keys", json={"name": CLIENT_KEY_NAME})["key"]
+    write_json_atomically(
+        credentials_path, {"username": ADMIN_USER, "password": password, "api_key": api_key}, mode=0o600
+    )
 
 
 def _setup_token(log_path: Path, log_start: int) -> str:
@@ -164,36 +306,57 @@ def _setup_token(log_path: Path, log_start: int) -> str:
 
 
 def _wait_until_answering(server: LocalServer, process: subprocess.Popen, deadline: float) -> None:
-    import requests
-
     while True:
         if process.poll() is not None:
             raise ServerError(
                 f"xinference-local exited with code {process.returncode} while starting; "
                 f"see {server.directory / LOG_FILE}"
             )
-        try:
-            # /v1/cluster/auth answers without credentials once the REST API is up.
-            if requests.get(f"{server.endpoint}/v1/cluster/auth", timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
+        if answers(server.endpoint):
+            return
         if time.monotonic() >= deadline:
             raise TimedOut(f"xinference-local did not answer on {server.endpoint} in time; see its log")
         time.sleep(0.5)
 
 
-def _alive(pid: int) -> bool:
+def answers(endpoint: str) -> bool:
+    """/v1/cluster/auth answers without credentials (and through a ban) once the REST API is up."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        Api(endpoint, timeout=2).get("/v1/cluster/auth")
+    except Refused:
+        return True
+    except XrerankError:
         return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours counts as gone
-        return os.waitpid(pid, os.WNOHANG) == (0, 0)
-    except ChildProcessError:
-        return True
+    return True
+
+
+def _create_time(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def _not_ours(server: LocalServer) -> str | None:
+    """None when `server.pid` is the xinference-local xrerank started; else why not ("gone" if no process)."""
+    import psutil
+
+    try:
+        process = psutil.Process(server.pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return "gone"
+        started, command = process.create_time(), " ".join(process.cmdline())
+    except psutil.NoSuchProcess:
+        return "gone"
+    except psutil.Error as exc:
+        return f"cannot inspect it: {exc}"
+    if abs(started - server.started) > 1.0:
+        return "it started at another time"
+    if "xinference-local" not in command or f"--port {server.port}" not in command:
+        return f"its command line is {command[:80]!r}"
+    return None
 
 
 def _port_in_use(port: int) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .server import LOST_STATES, on_worker
+from .records import Instance, Registration, Replica, on_worker
 from .spec import spec_differences
 
 TODO = "to do"
@@ -34,11 +34,12 @@ class Desired:
 class Observed:
     weights_complete: bool
     spec_file: dict | None = None
-    registration: dict | None = None
-    instance: dict | None = None
-    replicas: list[dict] = field(default_factory=list)
+    registration: Registration | None = None
+    instance: Instance | None = None
+    replicas: list[Replica] = field(default_factory=list)  # checked for reachability
     verified: bool = False
-    launched_with: dict | None = None  # the tuning xrerank recorded for this very instance, if any
+    # Each replica's recorded tuning (ledger.replica_key -> tuning), None where xrerank did not launch it.
+    launched_with: dict[str, dict | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,9 @@ def _register(desired: Desired, observed: Observed, replace: bool) -> Step:
     if registered is None:
         return Step("register", TODO, f"register {desired.model_name}")
     if desired.spec is not None:
-        differences = spec_differences(registered, desired.spec)
+        differences = spec_differences(registered.spec, desired.spec)
     else:
-        uri = (registered.get("model_specs") or [{}])[0].get("model_uri")
+        uri = registered.model_uri
         differences = (
             [] if uri == desired.model_uri else [f"model_uri: registered {uri!r}, wanted {desired.model_uri!r}"]
         )
@@ -95,20 +96,15 @@ def _register(desired: Desired, observed: Observed, replace: bool) -> Step:
 def launch_step(desired: Desired, observed: Observed, replace: bool, register_replaced: bool = False) -> Step:
     """Is `desired.uid` running as wanted ("already so"), to launch, to relaunch, or refused?"""
     instance = observed.instance
-    if instance is None or instance.get("status") == "ERROR":
+    if instance is None or instance.failed:
         return Step("launch", TODO, f"launch {desired.uid} with {desired.replica} replica(s)")
-    lost = [r for r in observed.replicas if r.get("status") in LOST_STATES]
+    lost = [r for r in observed.replicas if r.lost]
     if lost:
         # Not a change of the desired state but damage to repair: no --replace needed.
-        where = ", ".join(f"#{r.get('replica_id')} {r.get('status')} on {r.get('worker_address')}" for r in lost)
+        where = ", ".join(r.describe() for r in lost)
         return Step("launch", TODO, f"restore: {len(lost)} of {len(observed.replicas)} replicas lost ({where})", True)
     differences = _instance_differences(desired, instance, observed.replicas)
-    if observed.launched_with is not None and observed.launched_with != desired.tuning:
-        differences += [
-            f"{key}: running {observed.launched_with.get(key)}, wanted {wanted}"
-            for key, wanted in desired.tuning.items()
-            if observed.launched_with.get(key) != wanted
-        ]
+    differences += tuning_differences(desired.tuning, observed.launched_with)
     if register_replaced:
         differences.append("the registration changes, so the running model must be relaunched")
     if not differences:
@@ -118,24 +114,31 @@ def launch_step(desired: Desired, observed: Observed, replace: bool, register_re
     return Step("launch", REFUSED, f"{desired.uid} is running differently: " + "; ".join(differences))
 
 
-def _instance_differences(desired: Desired, instance: dict, replicas: list[dict]) -> list[str]:
+def tuning_differences(wanted: dict, launched_with: dict[str, dict | None]) -> list[str]:
+    """What the replicas were launched with (threads, batching, fp16, env) against what is wanted."""
+    if any(tuning is None for tuning in launched_with.values()):
+        return ["launched outside xrerank, so its threads, batching, fp16 and env are unknown"]
+    differences: list[str] = []
+    for tuning in launched_with.values():
+        for key, value in wanted.items():
+            line = f"{key}: running {tuning.get(key)}, wanted {value}"
+            if tuning.get(key) != value and line not in differences:
+                differences.append(line)
+    return differences
+
+
+def _instance_differences(desired: Desired, instance: Instance, replicas: list[Replica]) -> list[str]:
     differences = []
-    if instance.get("model_name") != desired.model_name:
-        differences.append(f"model: running {instance.get('model_name')!r}, wanted {desired.model_name!r}")
-    if instance.get("replica") != desired.replica:
-        differences.append(f"replicas: running {instance.get('replica')}, wanted {desired.replica}")
+    if instance.model_name != desired.model_name:
+        differences.append(f"model: running {instance.model_name!r}, wanted {desired.model_name!r}")
+    if instance.replica != desired.replica:
+        differences.append(f"replicas: running {instance.replica}, wanted {desired.replica}")
     if desired.gpu_idx:
-        running_gpus = sorted(i for r in replicas for i in (r.get("gpu_idx") or []))
+        running_gpus = sorted(i for r in replicas for i in r.gpu_idx)
         if running_gpus != sorted(desired.gpu_idx):
             differences.append(f"GPUs: running {running_gpus}, wanted {sorted(desired.gpu_idx)}")
     if desired.worker_ip:
-        elsewhere = sorted(
-            {
-                r.get("worker_address", "")
-                for r in replicas
-                if not on_worker(r.get("worker_address", ""), desired.worker_ip)
-            }
-        )
+        elsewhere = sorted({r.worker or "?" for r in replicas if not on_worker(r.worker, desired.worker_ip)})
         if elsewhere:
             differences.append(f"placement: replicas on {', '.join(elsewhere)}, wanted {desired.worker_ip}")
     return differences
@@ -144,8 +147,8 @@ def _instance_differences(desired: Desired, instance: dict, replicas: list[dict]
 def _wait(desired: Desired, observed: Observed, launch: Step) -> Step:
     if launch.state != DONE:
         return Step("wait", TODO, f"wait until all {desired.replica} replicas are READY")
-    states = [r.get("status") for r in observed.replicas]
-    ready = states.count("READY")
+    states = [r.status for r in observed.replicas]
+    ready = sum(r.ready for r in observed.replicas)
     if ready >= desired.replica and len(states) == ready:
         return Step("wait", DONE, f"{ready}/{desired.replica} replicas READY")
     return Step("wait", TODO, f"{ready}/{desired.replica} replicas READY ({', '.join(map(str, states)) or 'none'})")

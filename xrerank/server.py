@@ -1,86 +1,34 @@
 """The Xinference adapter: what xrerank asks of an Xinference 4.1 server, in its own REST terms.
 
-REST rather than `xinference launch`: the CLI has no `--device`, prints to stderr, waits
-without a deadline, and calls a model ready as soon as its FIRST replica is.
+This is the one module that knows Xinference's REST shapes: it sends them and turns every answer
+into the typed records of records.py. REST rather than `xinference launch`: the CLI has no
+`--device`, prints to stderr, waits without a deadline, and calls a model ready as soon as its
+FIRST replica is.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import quote
 
 from .errors import BadInput, ServerError, TimedOut
 from .http import Api, Credentials
-
-READY = "READY"
-FAILED_STATES = ("ERROR", "TERMINATED")
-UNREACHABLE = "UNREACHABLE"  # ours: listed READY, but its worker or model process refuses connections
-LOST_STATES = ("ERROR", "TERMINATED", UNREACHABLE)
-
-
-@dataclass(frozen=True)
-class LaunchSettings:
-    """How to launch a registered rerank model. `device` is "cpu", "cuda" or None (the server picks)."""
-
-    model_name: str
-    model_uid: str | None = None
-    replica: int = 1
-    gpu_idx: tuple[int, ...] = ()
-    n_gpu: int | None = None
-    device: str | None = None
-    worker_ip: str | None = None
-    use_fp16: bool = False
-    threads_per_replica: int | None = None
-    batch_size: int | None = None
-    batch_interval: float | None = None
-    envs: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def uid(self) -> str:
-        return self.model_uid or self.model_name
-
-    @property
-    def wants_gpu(self) -> bool:
-        return bool(self.gpu_idx) or bool(self.n_gpu) or self.device == "cuda"
-
-    def tuning(self) -> dict:
-        """What the launch sets that the server does not report back: compared through xrerank's record."""
-        return {
-            "threads_per_replica": self.threads_per_replica,
-            "batch_size": self.batch_size,
-            "batch_interval": self.batch_interval,
-            "use_fp16": self.use_fp16,
-            "env": dict(sorted(self.envs.items())),
-        }
-
-    def target_workers(self, workers: list[dict]) -> list[dict]:
-        """The workers the replicas may land on: the one `worker_ip` names, or all of them."""
-        if not self.worker_ip:
-            return workers
-        return [worker for worker in workers if on_worker(worker["ip_address"], self.worker_ip)]
-
-    def replicas_per_worker(self, workers: int) -> int:
-        """Pinned replicas share one worker; otherwise Xinference spreads them over `workers`."""
-        return self.replica if self.worker_ip else math.ceil(self.replica / max(1, workers))
-
-
-def on_worker(address: str, worker_ip: str) -> bool:
-    """Xinference's --worker-ip takes a worker's full address or just its host."""
-    return address == worker_ip or address.split(":")[0] == worker_ip
+from .records import FAILED_STATES, READY, UNREACHABLE, Instance, LaunchSettings, Model, Registration, Replica, Worker
 
 
 def check_launch_settings(settings: LaunchSettings) -> None:
     """What can be refused before the server spends ~20 s loading."""
     if settings.replica < 1:
         raise BadInput(f"replica must be at least 1, got {settings.replica}")
+    if any(index < 0 for index in settings.gpu_idx):
+        raise BadInput(f"GPU indexes cannot be negative, got {list(settings.gpu_idx)}")
     if settings.gpu_idx and len(settings.gpu_idx) % settings.replica:
         raise BadInput(
             f"{len(settings.gpu_idx)} GPU indexes cannot be shared evenly by {settings.replica} replicas; "
-            "give a multiple of the replica count"
+            "give a multiple of the replica count (an index may repeat: 0,0 puts two replicas on GPU 0)"
         )
     if settings.gpu_idx and settings.n_gpu:
         raise BadInput("give either GPU indexes or a GPU count, not both")
@@ -96,7 +44,7 @@ def check_launch_settings(settings: LaunchSettings) -> None:
         raise BadInput(f"batch interval must be between 0 and 10 seconds, got {settings.batch_interval}")
 
 
-def replica_reachable(replica: dict, timeout: float = 0.5) -> bool:
+def replica_reachable(replica: Replica, timeout: float = 0.5) -> bool:
     """Does the replica's worker (and model process) accept a TCP connection?
 
     When a worker dies, Xinference's supervisor keeps its replicas READY for ~20 s and routes
@@ -104,7 +52,7 @@ def replica_reachable(replica: dict, timeout: float = 0.5) -> bool:
     """
     import socket
 
-    for address in (replica.get("worker_address"), replica.get("model_address")):
+    for address in (replica.worker, replica.model_address):
         if not address:
             continue
         host, _, port = address.rpartition(":")
@@ -154,15 +102,43 @@ def launch_payload(settings: LaunchSettings, threads: int | None) -> dict:
     return payload
 
 
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key as the server lists it: never the secret, only its prefix."""
+
+    id: int
+    name: str
+    prefix: str
+    enabled: bool
+    models: tuple[str, ...]  # the model uids it may use; empty: all
+
+
 class Xinference:
     """A connection to one Xinference server (a local one or a cluster's supervisor)."""
 
-    def __init__(self, endpoint: str, credentials: Credentials | None = None, timeout: float = 30.0) -> None:
-        self.api = Api(endpoint, credentials or Credentials(), timeout)
+    def __init__(
+        self,
+        endpoint: str,
+        credentials: Credentials | None = None,
+        timeout: float = 30.0,
+        source_address: str | None = None,
+    ) -> None:
+        self.api = Api(endpoint, credentials or Credentials(), timeout, source_address=source_address)
+
+    @classmethod
+    def over(cls, api: Api) -> Xinference:
+        """The adapter on an existing session (the client's), sharing its credentials and pool."""
+        server = cls.__new__(cls)
+        server.api = api
+        return server
 
     @property
     def endpoint(self) -> str:
         return self.api.endpoint
+
+    @property
+    def credentials(self) -> Credentials:
+        return self.api.credentials
 
     def version(self) -> str:
         return self.api.get("/v1/cluster/version")["version"]
@@ -170,21 +146,24 @@ class Xinference:
     def auth_enabled(self) -> bool:
         return bool(self.api.get("/v1/cluster/auth").get("auth"))
 
-    def nodes(self) -> list[dict]:
-        return self.api.get("/v1/cluster/info", params={"detailed": "true"})
+    def workers(self) -> list[Worker]:
+        nodes = self.api.get("/v1/cluster/info", params={"detailed": "true"})
+        return [_worker(node) for node in nodes if node.get("node_type") == "Worker"]
 
-    def workers(self) -> list[dict]:
-        return [node for node in self.nodes() if node.get("node_type") == "Worker"]
+    # --- registrations ---------------------------------------------------------------------
 
-    def registrations(self) -> list[dict]:
-        """Every rerank name the server knows, built-in or custom: [{"model_name", "is_builtin"}]."""
-        return self.api.get("/v1/model_registrations/rerank")
+    def registration_names(self, builtin: bool = False) -> list[str]:
+        """The rerank names the server knows: custom ones, and the built-in ones with `builtin`."""
+        return [
+            r["model_name"] for r in self.api.get("/v1/model_registrations/rerank") if builtin or not r["is_builtin"]
+        ]
 
-    def registration(self, model_name: str) -> dict | None:
+    def registration(self, model_name: str) -> Registration | None:
         """The registered spec of a custom rerank model, or None when no such name is registered."""
-        if model_name not in {entry["model_name"] for entry in self.registrations()}:
+        if model_name not in self.registration_names(builtin=True):
             return None
-        return self.api.get(f"/v1/model_registrations/rerank/{quote(model_name, safe='')}")
+        spec = self.api.get(f"/v1/model_registrations/rerank/{quote(model_name, safe='')}")
+        return Registration(model_name, spec, bool(spec.get("is_builtin")))
 
     def register(self, spec: dict, persist: bool = True, worker_ip: str | None = None) -> None:
         # The API wants the model as a JSON *string*; an object gives "model str type expected".
@@ -194,26 +173,30 @@ class Xinference:
     def unregister(self, model_name: str) -> None:
         self.api.delete(f"/v1/model_registrations/rerank/{quote(model_name, safe='')}")
 
-    def models(self) -> list[dict]:
-        return self.api.get("/v1/models")["data"]
+    # --- running models --------------------------------------------------------------------
 
-    def instances(self) -> list[dict]:
-        return self.api.get("/v1/models/instances")
+    def models(self) -> list[Model]:
+        return [
+            Model(m["id"], m.get("model_name", ""), m.get("model_type", ""), int(m.get("replica") or 1))
+            for m in self.api.get("/v1/models")["data"]
+        ]
 
-    def instance(self, model_uid: str) -> dict | None:
+    def instances(self) -> list[Instance]:
+        return [_instance(record) for record in self.api.get("/v1/models/instances")]
+
+    def instance(self, model_uid: str) -> Instance | None:
         """The instance record of `model_uid` (also kept for failed launches), or None."""
         found = self.api.get("/v1/models/instances", params={"model_uid": model_uid})
-        return found[0] if found else None
+        return _instance(found[0]) if found else None
 
-    def replicas(self, model_uid: str) -> list[dict]:
-        return self.api.get(f"/v1/models/{quote(model_uid, safe='')}/replicas")
-
-    def checked_replicas(self, model_uid: str) -> list[dict]:
-        """The replicas, with those listed READY but not reachable marked UNREACHABLE."""
-        replicas = self.replicas(model_uid)
-        for replica in replicas:
-            if replica.get("status") == READY and not replica_reachable(replica):
-                replica["status"] = UNREACHABLE
+    def replicas(self, model_uid: str, check_reachable: bool = False) -> list[Replica]:
+        """The replicas; with `check_reachable`, those listed READY but unreachable are UNREACHABLE."""
+        replicas = [_replica(entry) for entry in self.api.get(f"/v1/models/{quote(model_uid, safe='')}/replicas")]
+        if check_reachable:
+            replicas = [
+                Replica(**{**r.__dict__, "status": UNREACHABLE}) if r.ready and not replica_reachable(r) else r
+                for r in replicas
+            ]
         return replicas
 
     def launch(self, settings: LaunchSettings, threads: int | None) -> None:
@@ -229,9 +212,8 @@ class Xinference:
         replica: int,
         deadline: float,
         on_progress: Callable[[list[str]], None] = lambda states: None,
-    ) -> list[dict]:
+    ) -> list[Replica]:
         """Poll the replicas until all `replica` of them are READY; raise on ERROR or at the deadline."""
-        states: list[str] = []
         while True:
             try:
                 replicas = self.replicas(model_uid)
@@ -239,12 +221,12 @@ class Xinference:
                 if exc.status not in (400, 404, 503):
                     raise
                 replicas = []
-            states = [entry.get("status", "?") for entry in replicas]
+            states = [entry.status for entry in replicas]
             on_progress(states)
-            failed = [entry for entry in replicas if entry.get("status") in FAILED_STATES]
+            failed = [entry for entry in replicas if entry.status in FAILED_STATES]
             if failed:
-                reason = failed[0].get("error_message") or failed[0].get("status")
-                raise ServerError(f"replica {failed[0].get('replica_id')} of {model_uid} failed: {reason}")
+                reason = failed[0].error or failed[0].status
+                raise ServerError(f"replica {failed[0].id} of {model_uid} failed: {reason}")
             if len(replicas) >= replica and all(state == READY for state in states):
                 return replicas
             if not replicas:
@@ -252,12 +234,84 @@ class Xinference:
             if time.monotonic() >= deadline:
                 raise TimedOut(
                     f"{model_uid} not ready before the deadline (replicas: {', '.join(states) or 'none yet'}); "
-                    "it may still be loading: run `xrerank status` or raise --timeout"
+                    "it may still be loading: run `xrerank status` or raise --wait"
                 )
             time.sleep(1.0)
 
     def _raise_if_launch_failed(self, model_uid: str) -> None:
         record = self.instance(model_uid)
-        if record and record.get("status") == "ERROR":
-            errors = [r.get("error_message") for r in record.get("replica_statuses", []) if r.get("error_message")]
+        if record and record.failed:
+            errors = [r.error for r in record.replicas if r.error]
             raise ServerError(f"launch of {model_uid} failed: {errors[0] if errors else 'status ERROR'}")
+
+    # --- API keys (a user login with the keys permissions) -----------------------------------
+
+    def create_key(self, name: str, model_uids: tuple[str, ...] = ()) -> tuple[ApiKey, str]:
+        """A new API key (query and rerank only); returns it and its secret, which the server shows once."""
+        body: dict = {"name": name}
+        if model_uids:
+            body["model_permissions"] = [{"permission_type": "model_id", "permission_value": u} for u in model_uids]
+        created = self.api.post("/v1/admin/keys", json=body)
+        return ApiKey(int(created["id"]), name, created.get("prefix", ""), True, tuple(model_uids)), created["key"]
+
+    def api_keys(self) -> list[ApiKey]:
+        answer = self.api.get("/v1/admin/keys")
+        entries = answer.get("keys", answer.get("data", [])) if isinstance(answer, dict) else answer
+        return [_api_key(entry) for entry in entries]
+
+    def disable_key(self, key_id: int) -> None:
+        # Disabled, not deleted: a client still sending it is then refused per key, and does not
+        # count against its address's ban as an unknown key would.
+        self.api.request("PUT", f"/v1/admin/keys/{key_id}", json={"enabled": False})
+
+    def delete_key(self, key_id: int) -> None:
+        self.api.delete(f"/v1/admin/keys/{key_id}")
+
+
+def _replica(entry: dict) -> Replica:
+    gpus = entry.get("gpu_idx")
+    return Replica(
+        id=int(entry.get("replica_id", 0)),
+        uid=entry.get("replica_model_uid"),
+        status=str(entry.get("status", "?")),
+        worker=entry.get("worker_address"),
+        model_address=entry.get("model_address"),
+        gpu_idx=tuple(gpus) if isinstance(gpus, list) else ((gpus,) if isinstance(gpus, int) else ()),
+        created_ts=entry.get("created_ts"),
+        error=entry.get("error_message"),
+    )
+
+
+def _instance(record: dict) -> Instance:
+    return Instance(
+        uid=record["model_uid"],
+        model_name=record.get("model_name", ""),
+        status=str(record.get("status", "?")),
+        replica=int(record.get("replica") or 0),
+        created_ts=record.get("instance_created_ts"),
+        replicas=tuple(_replica(entry) for entry in record.get("replica_statuses") or []),
+    )
+
+
+def _worker(node: dict) -> Worker:
+    return Worker(
+        address=node["ip_address"],
+        cpu_count=node.get("cpu_count"),
+        mem_available=node.get("mem_available"),
+        mem_total=node.get("mem_total"),
+        gpu_count=int(node.get("gpu_count") or 0),
+        gpu_vram_available=node.get("gpu_vram_available"),
+        gpu_vram_total=node.get("gpu_vram_total"),
+    )
+
+
+def _api_key(entry: dict) -> ApiKey:
+    permissions = entry.get("model_permissions") or []
+    models = tuple(p.get("permission_value") for p in permissions if p.get("permission_type") == "model_id")
+    return ApiKey(
+        id=int(entry["id"]),
+        name=entry.get("name", ""),
+        prefix=entry.get("key_prefix") or entry.get("prefix", ""),
+        enabled=bool(entry.get("enabled", True)),
+        models=models,
+    )

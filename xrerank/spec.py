@@ -7,46 +7,14 @@ The flat `model_id`/`model_uri` form found in older guides is rejected with
 
 from __future__ import annotations
 
-import re
-
 from .errors import BadInput
 from .modeldir import CrossEncoderDir
+from .names import validate_model_name
 
-# The rerank names Xinference 4.1.0 ships; registering one of them fails with "already registered".
-BUILTIN_RERANK_NAMES = frozenset(
-    {
-        "Qwen3-Reranker-0.6B",
-        "Qwen3-Reranker-4B",
-        "Qwen3-Reranker-8B",
-        "Qwen3-VL-Reranker-2B",
-        "Qwen3-VL-Reranker-8B",
-        "R3-rerank-0.6b",
-        "bce-reranker-base_v1",
-        "bge-reranker-base",
-        "bge-reranker-large",
-        "bge-reranker-v2-gemma",
-        "bge-reranker-v2-m3",
-        "bge-reranker-v2-minicpm-layerwise",
-        "jina-reranker-m0",
-        "jina-reranker-v2",
-        "jina-reranker-v3.5",
-        "jina-reranker-v3",
-        "minicpm-reranker",
-    }
-)
-# Xinference's own rule for model names (model/utils.py): no URL-special characters, no spaces.
-_NAME_PATTERN = re.compile(r"^[^+\\/?%#&=\s]+$")
 DEFAULT_LANGUAGES = ("en", "zh", "multilingual")
 # The keys we set, and so the keys on which two specs of one name can differ.
 _COMPARED_TOP_KEYS = ("model_name", "type", "language", "max_tokens")
 _COMPARED_SPEC_KEYS = ("model_format", "model_uri", "model_id", "quantization")
-
-
-def validate_model_name(name: str) -> None:
-    if not name or not _NAME_PATTERN.match(name):
-        raise BadInput(f"model name {name!r} is not allowed: use letters, digits, '-', '_' or '.', no spaces")
-    if name in BUILTIN_RERANK_NAMES:
-        raise BadInput(f"model name {name!r} is a built-in Xinference model; choose another, e.g. custom-{name}")
 
 
 def build_spec(
@@ -106,4 +74,19 @@ def spec_differences(registered: dict, wanted: dict) -> list[str]:
 def _normalise_uri(uri: object) -> object:
     if isinstance(uri, str) and uri.startswith("file://"):
         return uri[len("file://") :]
+    return uri
+
+
+def check_spec_document(document: object, where: str) -> str:
+    """A spec file's content in the shape Xinference 4.1 takes; returns its model_uri (a path)."""
+    specs = document.get("model_specs") if isinstance(document, dict) else None
+    if not isinstance(specs, list) or not specs or not isinstance(specs[0], dict):
+        raise BadInput(
+            f"{where} has no model_specs: Xinference 4.1 rejects the flat model_id/model_uri form; "
+            "generate the file with `xrerank spec`"
+        )
+    validate_model_name(document.get("model_name"))
+    uri = str(specs[0].get("model_uri") or "").removeprefix("file://")
+    if not uri.startswith("/"):
+        raise BadInput(f"{where}: model_uri {uri!r} must be an absolute path on the server's machine")
     return uri

@@ -2,41 +2,51 @@
 
 from __future__ import annotations
 
+from . import ledger
 from .errors import ServerError
 from .http import Refused
-from .server import READY, Xinference
+from .records import Instance, Replica, Worker
+from .session import Session
 
 
-def gather_status(server: Xinference, model_uid: str | None = None, model_name: str | None = None) -> dict:
+def gather_status(session: Session, model_uid: str | None = None, model_name: str | None = None) -> dict:
     """Server, workers, custom registrations and instances; `healthy` covers what was asked about.
 
     Asked about nothing in particular, the whole server must be healthy: every instance with
     all its replicas READY. Asked about a uid or a name, only those count.
     """
-    status: dict = {"endpoint": server.endpoint, "auth": server.auth_enabled()}
+    server = session.server
+    status: dict = {"endpoint": server.endpoint, "auth": server.auth_enabled(), "version": None}
     problems: list[str] = []
     workers: dict[str, dict] = {}
     registrations: list[str] | None = None
     try:
         status["version"] = server.version()
-        workers = {w["ip_address"]: _worker_view(w) for w in server.workers()}
+        workers = {w.address: _worker_view(w) for w in server.workers()}
     except Refused:  # an API key sees models, not the cluster
-        status.setdefault("version", None)
+        pass
     except ServerError as exc:
         _cluster_problem(status, exc)
     try:
-        registrations = [r["model_name"] for r in server.registrations() if not r["is_builtin"]]
+        registrations = server.registration_names()
     except ServerError as exc:
         _cluster_problem(status, exc)
     if "cluster_problem" in status and model_uid is None and model_name is None:
         problems.append(status["cluster_problem"])
     status["workers"] = list(workers.values())
     status["registrations"] = registrations
-    instances = [_instance_view(i, server.checked_replicas(i["model_uid"])) for i in server.instances()]
+    instances = []
+    for instance in server.instances():
+        checked = server.replicas(instance.uid, check_reachable=True) if not instance.failed else []
+        settings = ledger.launched_with(session.home, server.endpoint, instance)
+        instances.append(_instance_view(instance, checked or list(instance.replicas), settings))
     for instance in instances:
         for replica in instance["replicas"]:
             if replica["worker"] in workers:
                 workers[replica["worker"]]["replicas"].append(f"{instance['model_uid']}#{replica['id']}")
+                for index in replica["gpu_idx"] or []:
+                    per_gpu = workers[replica["worker"]]["replicas_per_gpu"]
+                    per_gpu[str(index)] = per_gpu.get(str(index), 0) + 1
     status["models"] = instances
     status["totals"] = {
         "workers": len(workers),
@@ -63,45 +73,48 @@ def _cluster_problem(status: dict, error: ServerError) -> None:
     status["cluster_problem"] = f"the supervisor cannot reach every worker ({error})"
 
 
-def _worker_view(worker: dict) -> dict:
+def _worker_view(worker: Worker) -> dict:
     return {
-        "address": worker["ip_address"],
-        "cpu_count": worker.get("cpu_count"),
-        "mem_available": worker.get("mem_available"),
-        "mem_total": worker.get("mem_total"),
-        "gpu_count": worker.get("gpu_count", 0),
-        "gpu_vram_available": worker.get("gpu_vram_available"),
+        "address": worker.address,
+        "cpu_count": worker.cpu_count,
+        "mem_available": worker.mem_available,
+        "mem_total": worker.mem_total,
+        "gpu_count": worker.gpu_count,
+        "gpu_vram_available": worker.gpu_vram_available,
         "replicas": [],
+        "replicas_per_gpu": {},
     }
 
 
-def _instance_view(instance: dict, checked: list[dict]) -> dict:
-    """`checked`: the replicas with reachability tested, so a dead worker shows at once."""
-    replicas = [
+def _instance_view(instance: Instance, replicas: list[Replica], settings: dict[str, dict | None]) -> dict:
+    """`replicas`: checked for reachability, so a dead worker shows at once. Each replica's launch
+    settings are shown where they differ within the instance (a rolling change under way)."""
+    differ = len({repr(value) for value in settings.values()}) > 1
+    views = [
         {
-            "id": r.get("replica_id"),
-            "status": r.get("status"),
-            "worker": r.get("worker_address"),
-            "gpu_idx": r.get("gpu_idx"),
-            "error": r.get("error_message"),
+            "id": r.id,
+            "status": r.status,
+            "worker": r.worker,
+            "gpu_idx": list(r.gpu_idx),
+            "error": r.error,
+            "settings": settings.get(ledger.replica_key(r)) if differ else None,
         }
-        for r in checked or instance.get("replica_statuses", [])
+        for r in replicas
     ]
-    wanted = int(instance.get("replica") or 0)
-    ready = sum(1 for r in replicas if r["status"] == READY)
+    ready = sum(r.ready for r in replicas)
     problems = []
-    if instance.get("status") != READY or ready < wanted:
-        not_ready = [f"#{r['id']} {r['status']} on {r['worker']}" for r in replicas if r["status"] != READY]
+    if instance.status != "READY" or ready < instance.replica:
+        not_ready = [r.describe() for r in replicas if not r.ready]
         problems.append(
-            f"{instance['model_uid']}: {ready}/{wanted} replicas READY"
+            f"{instance.uid}: {ready}/{instance.replica} replicas READY"
             + (f" ({', '.join(not_ready)})" if not_ready else "")
         )
     return {
-        "model_uid": instance["model_uid"],
-        "model_name": instance.get("model_name"),
-        "status": instance.get("status"),
-        "replica": wanted,
+        "model_uid": instance.uid,
+        "model_name": instance.model_name,
+        "status": instance.status,
+        "replica": instance.replica,
         "ready": ready,
-        "replicas": replicas,
+        "replicas": views,
         "problems": problems,
     }

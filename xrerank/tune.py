@@ -16,10 +16,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .bench import BenchResult, Workload, run_bench
-from .client import Reranker
 from .deploy import cpu_threads, launch_model, terminate_model
 from .errors import BadInput, XrerankError
-from .server import LaunchSettings, Xinference
+from .records import LaunchSettings
+from .serving import open_client
+from .session import Session
 
 Progress = Callable[[str], None]
 SETTLE_SECONDS = 3.0  # terminating a trial and letting its processes exit before the next one
@@ -70,6 +71,14 @@ class Tuning:
     skipped: list[Setting]
     written: bool = False
 
+    def as_dict(self) -> dict:
+        return {
+            "trials": [trial.as_dict() for trial in self.trials],
+            "best": self.best.setting.__dict__ if self.best else None,
+            "not_tried": [setting.__dict__ for setting in self.skipped],
+            "written": self.written,
+        }
+
 
 def candidates(own: Setting, cores: int | None) -> list[Setting]:
     """The settings worth trying, most promising first; the deployment's own comes first of all.
@@ -91,7 +100,7 @@ def candidates(own: Setting, cores: int | None) -> list[Setting]:
 
 
 def tune(
-    server: Xinference,
+    session: Session,
     settings: LaunchSettings,
     workload: Workload,
     budget: float,
@@ -102,6 +111,7 @@ def tune(
     """Run trials (`to_try`, else `candidates`) until the budget would be overrun.
 
     The server is left as it was found: each trial's scratch instance is terminated."""
+    server = session.server
     if server.registration(settings.model_name) is None:
         raise XrerankError(f"{settings.model_name} is not registered on {server.endpoint}; run `xrerank deploy` first")
     scratch_uid = f"{settings.uid}-tune"
@@ -109,7 +119,7 @@ def tune(
     terminate_model(server, scratch_uid)  # left over by a tune that was killed
     cores = cpu_threads(server, replace(settings, replica=1, threads_per_replica=None))
     own = Setting(settings.replica, cpu_threads(server, settings), settings.batch_size, settings.batch_interval)
-    if settings.uid in {model["id"] for model in server.models()}:
+    if settings.uid in {model.uid for model in server.models()}:
         progress(f"note: {settings.uid} is running on this server too; trials share the machine with it")
     plan = to_try or candidates(own, cores)
     trials: list[Trial] = []
@@ -123,7 +133,7 @@ def tune(
         trials.append(trial)
         begin = time.monotonic()
         try:
-            trial.result = _run_trial(server, settings, scratch_uid, setting, workload, launch_timeout, progress)
+            trial.result = _run_trial(session, settings, scratch_uid, setting, workload, launch_timeout, progress)
             result = trial.result.as_dict()
             progress(f"  {result['pairs_per_s']:.0f} pairs/s, p95 {result['latency_ms']['p95']} ms")
         except XrerankError as exc:
@@ -141,7 +151,7 @@ def tune(
 
 
 def _run_trial(
-    server: Xinference,
+    session: Session,
     settings: LaunchSettings,
     scratch_uid: str,
     setting: Setting,
@@ -157,11 +167,8 @@ def _run_trial(
         batch_size=setting.batch_size,
         batch_interval=setting.batch_interval,
     )
-    launch_model(server, trial_settings, time.monotonic() + launch_timeout, progress)
-    with Reranker(
-        server.endpoint, scratch_uid, timeout=server.api.timeout, retry_for=0, credentials=server.api.credentials,
-        connections=workload.concurrency,
-    ) as client:  # fmt: skip
+    launch_model(session, trial_settings, time.monotonic() + launch_timeout, progress)
+    with open_client(session, scratch_uid, retry_for=0, connections=workload.concurrency) as client:
         warmup = replace(workload, duration=min(2.0, workload.duration), max_requests=workload.concurrency * 2)
         run_bench(client.rerank, warmup)
         return run_bench(client.rerank, workload)

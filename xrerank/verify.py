@@ -1,8 +1,12 @@
 """Does a deployed reranker answer correctly? Two suites, a report per check and per case.
 
 mechanics: for any model, the contract of /v1/rerank and, when the weights are readable here,
-           equality with the in-process CrossEncoder on the same pairs.
+           every replica's scores against the in-process CrossEncoder on the same pairs.
 quality:   for real weights, golden cases where the relevant passage must outrank a keyword trap.
+
+The in-process reference is computed in the deployment's dtype on its device class when this
+machine has one (fp16 served on CUDA equals fp16 in-process on CUDA exactly). Otherwise it is
+fp32 on the CPU, and the tolerance follows from the served dtype's precision.
 """
 
 from __future__ import annotations
@@ -14,7 +18,11 @@ from pathlib import Path
 from .client import Reranker
 from .errors import BadInput
 
-SCORE_TOLERANCE = 1e-5  # batch padding and float32 rounding, measured at ~1e-7
+SCORE_TOLERANCE = 1e-5  # same dtype, same device class: batch padding and rounding, measured at ~1e-7
+# Served in this dtype, compared with fp32: four units of the dtype's rounding (2^-11 for fp16,
+# 2^-8 for bf16). fp16 on an H200 differed from fp32 on the CPU by 1.26e-4 for bge-reranker-v2-m3;
+# a replica serving other weights differs by far more (0.1 and up).
+DTYPE_TOLERANCE = {"float32": SCORE_TOLERANCE, "float16": 4 * 2**-11, "bfloat16": 4 * 2**-8}
 DEFAULT_MARGIN = 0.1
 _PROBE_QUERY = "What is the capital of France?"
 _PROBE_DOCUMENTS = [
@@ -32,6 +40,16 @@ class Check:
     name: str
     passed: bool
     detail: str
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What the served scores are compared with: the weights on this machine, as the replicas run them."""
+
+    model_dir: Path
+    max_tokens: int | None = None
+    dtype: str = "float32"  # the replicas' dtype
+    on_gpu: bool = False  # the replicas run on CUDA
 
 
 @dataclass
@@ -54,83 +72,141 @@ def run_suites(
     reranker: Reranker,
     suite: str,
     replicas: int,
-    model_dir: Path | None,
+    reference: Reference | None,
     max_tokens: int | None,
     demo: bool,
     cases_file: Path | None = None,
 ) -> Report:
     report = Report(suite)
     if suite in ("mechanics", "all"):
-        mechanics(reranker, report, replicas, model_dir, max_tokens)
+        mechanics(reranker, report, replicas, reference, max_tokens)
     if suite in ("quality", "all"):
         quality(reranker, report, load_cases(cases_file), demo)
     return report
 
 
 def mechanics(
-    reranker: Reranker, report: Report, replicas: int, model_dir: Path | None, max_tokens: int | None
+    reranker: Reranker, report: Report, replicas: int, reference: Reference | None, max_tokens: int | None
 ) -> None:
-    results = reranker.rerank(_PROBE_QUERY, _PROBE_DOCUMENTS)
-    scores = [r.score for r in results]
+    """The server's answers as sent (index, score, document), checked against the contract of /v1/rerank."""
+    full = _attempt(lambda: _answer(reranker, _PROBE_DOCUMENTS))
+    if isinstance(full, Exception):
+        report.add("answers", False, f"the probe request failed: {_count(full)}")
+        return
+    scores = [score for _, score, _ in full]
     report.add("sorted", scores == sorted(scores, reverse=True), f"{len(scores)} scores, best first")
-    indexes = sorted(r.index for r in results)
-    mapped = all(_PROBE_DOCUMENTS[r.index] == r.document for r in results)
+    indexes = sorted(index for index, _, _ in full)
+    mapped = all(0 <= i < len(_PROBE_DOCUMENTS) and _PROBE_DOCUMENTS[i] == text for i, _, text in full)
     report.add(
         "indexes",
         indexes == list(range(len(_PROBE_DOCUMENTS))) and mapped,
-        f"indexes {indexes} map back to the {len(_PROBE_DOCUMENTS)} inputs",
+        f"indexes {indexes} and their documents map back to the {len(_PROBE_DOCUMENTS)} inputs",
     )
+    finite = [s for s in scores if math.isfinite(s)]
     report.add(
         "score-range",
-        all(math.isfinite(s) and 0.0 <= s <= 1.0 for s in scores),
-        f"scores in [{min(scores):.4f}, {max(scores):.4f}], finite, within [0, 1]",
+        bool(scores) and len(finite) == len(scores) and all(0.0 <= s <= 1.0 for s in scores),
+        f"scores in [{min(scores, default=math.nan):.4f}, {max(scores, default=math.nan):.4f}], "
+        f"{len(scores) - len(finite)} not finite; wanted finite and within [0, 1]",
     )
-    top = reranker.rerank(_PROBE_QUERY, _PROBE_DOCUMENTS, top_n=2)
+    top = _attempt(lambda: _answer(reranker, _PROBE_DOCUMENTS, top_n=2))
     report.add(
         "top-n",
-        [r.index for r in top] == [r.index for r in results[:2]],
-        f"top_n=2 gave {len(top)} results, the first two of the full ranking",
+        isinstance(top, list) and [i for i, _, _ in top] == [i for i, _, _ in full[:2]],
+        f"top_n=2 gave {_count(top)}; wanted the first two of the full ranking",
     )
-    empty = reranker.rerank(_PROBE_QUERY, [])
-    report.add("empty-list", empty == [], "no documents gives no results")
-    long_document = " ".join(["relevance"] * (2 * (max_tokens or 512)))
-    long_result = reranker.rerank(_PROBE_QUERY, [long_document, "short"])
+    empty = _attempt(lambda: _answer(reranker, []))
+    report.add("empty-list", empty == [], f"no documents gave {_count(empty)}; wanted no results and no error")
+    words = 2 * (max_tokens or 512)
+    long_result = _attempt(lambda: _answer(reranker, [" ".join(["relevance"] * words), "short"]))
     report.add(
         "over-long-document",
-        len(long_result) == 2 and all(math.isfinite(r.score) for r in long_result),
-        f"a document of {2 * (max_tokens or 512)} words was truncated and scored",
+        isinstance(long_result, list)
+        and sorted(i for i, _, _ in long_result) == [0, 1]
+        and all(math.isfinite(s) for _, s, _ in long_result),
+        f"a document of {words} words gave {_count(long_result)}; wanted it truncated and scored",
     )
-    _every_replica_answers(reranker, report, replicas)
-    if model_dir is not None:
-        _matches_in_process(results, report, model_dir, max_tokens)
+    answers = _every_replica_answers(reranker, report, replicas)
+    if reference is not None:
+        _matches_in_process([full, *answers], report, reference)
 
 
-def _every_replica_answers(reranker: Reranker, report: Report, replicas: int) -> None:
+def _answer(reranker: Reranker, documents: list[str], top_n: int | None = None) -> list[tuple[int, float, str | None]]:
+    """(index, score, document text) as the server sent them, in its order."""
+    answer = reranker.answer(_PROBE_QUERY, documents, top_n=top_n, return_documents=True)
+    return [
+        (int(item["index"]), float(item["relevance_score"]), (item.get("document") or {}).get("text"))
+        for item in answer.get("results", [])
+    ]
+
+
+def _attempt(call):
+    """The call's result, or the error it raised: a check reports either instead of aborting the suite."""
+    try:
+        return call()
+    except Exception as exc:  # noqa: BLE001 - a failure of the call is the check's finding
+        return exc
+
+
+def _count(outcome: object) -> str:
+    if isinstance(outcome, Exception):
+        return f"an error ({str(outcome).splitlines()[0][:120]})"
+    return f"{len(outcome)} result(s)" if isinstance(outcome, list) else repr(outcome)
+
+
+def _every_replica_answers(reranker: Reranker, report: Report, replicas: int) -> list[list]:
     # The supervisor hands requests to replicas in turn; with retries off, a replica that
-    # cannot answer shows up as a failure among 2 x replicas consecutive requests.
+    # cannot answer shows up as a failure among 2 x replicas consecutive requests, and each
+    # answer is kept, so the in-process comparison sees every replica's scores.
     requests_sent = 2 * replicas
-    failures = []
+    failures, answers = [], []
     with reranker.without_retries() as strict:
         for _ in range(requests_sent):
             try:
-                strict.rerank(_PROBE_QUERY, _PROBE_DOCUMENTS[:2])
+                answers.append(_answer(strict, _PROBE_DOCUMENTS))
             except Exception as exc:  # noqa: BLE001 - every failure is reported, whatever its kind
                 failures.append(str(exc))
     detail = f"{requests_sent - len(failures)}/{requests_sent} requests answered across {replicas} replica(s)"
     report.add("every-replica", not failures, detail + (f"; first failure: {failures[0]}" if failures else ""))
+    return answers
 
 
-def _matches_in_process(results: list, report: Report, model_dir: Path, max_tokens: int | None) -> None:
+def reference_scores(reference: Reference, pairs: list[tuple[str, str]]) -> tuple[list[float], str, float]:
+    """Scores of `pairs` in process, how they were computed, and the tolerance that applies."""
+    import torch
     from sentence_transformers import CrossEncoder
 
-    model = CrossEncoder(str(model_dir), device="cpu", max_length=max_tokens)
-    expected = model.predict([(_PROBE_QUERY, doc) for doc in _PROBE_DOCUMENTS])
-    served = {r.index: r.score for r in results}
-    worst = max(abs(served[i] - float(expected[i])) for i in range(len(_PROBE_DOCUMENTS)))
+    same = reference.on_gpu and torch.cuda.is_available()
+    device = "cuda" if same else "cpu"
+    model = CrossEncoder(str(reference.model_dir), device=device, max_length=reference.max_tokens)
+    if same and reference.dtype != "float32":
+        model.model.to(getattr(torch, reference.dtype))  # as Xinference does: load, then .half()
+    scores = [float(score) for score in model.predict(pairs)]
+    if same or reference.dtype == "float32":
+        return scores, f"{reference.dtype} on {device}", SCORE_TOLERANCE
+    return scores, f"float32 on cpu for {reference.dtype} replicas", DTYPE_TOLERANCE.get(reference.dtype, 1e-2)
+
+
+def score_gap(answers: list[list[tuple]], expected: list[float]) -> tuple[float, int]:
+    """The largest |served - expected| over all answers ((index, score, ...) each), and which holds it."""
+    worst, where = 0.0, 0
+    for number, answer in enumerate(answers):
+        served = {index: score for index, score, _ in answer}
+        gaps = [abs(served[i] - expected[i]) if i in served else math.inf for i in range(len(expected))]
+        gap = max(gaps, default=0.0)
+        if not math.isfinite(gap) or gap > worst:
+            worst, where = gap, number
+    return worst, where
+
+
+def _matches_in_process(answers: list[list], report: Report, reference: Reference) -> None:
+    expected, how, tolerance = reference_scores(reference, [(_PROBE_QUERY, doc) for doc in _PROBE_DOCUMENTS])
+    worst, where = score_gap(answers, expected)
     report.add(
         "matches-in-process",
-        worst <= SCORE_TOLERANCE,
-        f"max |served - CrossEncoder.predict| = {worst:.2e} (tolerance {SCORE_TOLERANCE:g})",
+        worst <= tolerance,
+        f"max |served - CrossEncoder.predict| = {worst:.2e} over {len(answers)} answers "
+        f"(worst: answer {where + 1}); reference {how}, tolerance {tolerance:.1e}",
     )
 
 

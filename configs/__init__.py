@@ -1,0 +1,1 @@
+"""The shipped deployment files: installed as the package xrerank.configs, edited here."""

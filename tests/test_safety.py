@@ -1,0 +1,328 @@
+"""Never destroy what xrerank did not make, never crash on bad input (no server needed).
+
+Each test here reproduced a defect found by an adversarial pass before its fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import free_port
+
+from xrerank.client import Reranker, RerankError
+from xrerank.errors import BadInput, ExitCode
+from xrerank.modeldir import MANIFEST, NotOurs, purge, read_complete_manifest, write_manifest
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _own_weights(directory: Path) -> Path:
+    """A directory as xrerank leaves it after a download: files, then the manifest."""
+    directory.mkdir(parents=True)
+    (directory / "config.json").write_text("{}")
+    (directory / "sub").mkdir()
+    (directory / "sub" / "model.safetensors").write_bytes(b"weights" * 100)
+    write_manifest(directory, {"source": "modelscope", "model_id": "a/b", "revision": "master"})
+    return directory
+
+
+# --- purge: only what xrerank wrote --------------------------------------------------------------
+
+
+def test_purge_refuses_a_directory_without_a_manifest_and_deletes_nothing(tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    with pytest.raises(NotOurs, match="no xrerank manifest"):
+        purge(precious)
+    assert (precious / "thesis.tex").read_text() == "years of work"
+
+
+def test_purge_deletes_the_listed_files_and_then_the_empty_directory(tmp_path):
+    weights = _own_weights(tmp_path / "weights")
+    result = purge(weights)
+    assert sorted(result.deleted) == ["config.json", "sub/model.safetensors"]
+    assert result.kept == [] and not weights.exists() and tmp_path.exists()
+
+
+def test_purge_keeps_files_it_did_not_write_and_files_changed_since(tmp_path):
+    weights = _own_weights(tmp_path / "weights")
+    (weights / "notes.txt").write_text("mine")
+    (weights / "config.json").write_text("{ }")  # same size, other bytes: not what xrerank wrote
+    result = purge(weights)
+    assert result.deleted == ["sub/model.safetensors"]
+    assert result.kept == ["config.json", "notes.txt"]
+    assert (weights / "notes.txt").read_text() == "mine" and not (weights / MANIFEST).exists()
+
+
+def test_purge_never_follows_a_listed_file_out_of_the_directory(tmp_path):
+    weights = _own_weights(tmp_path / "weights")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not yours")
+    manifest = json.loads((weights / MANIFEST).read_text())
+    manifest["files"]["../outside.txt"] = {"size": outside.stat().st_size, "sha256": "x"}
+    (weights / MANIFEST).write_text(json.dumps(manifest))
+    purge(weights)
+    assert outside.read_text() == "not yours"
+
+
+# --- weights are written only into a new, empty or xrerank directory -------------------------------
+
+
+def test_the_demo_model_is_not_generated_into_someone_elses_directory(run, tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("x")
+    result = run("make-demo-model", precious)
+    assert result.exit_code == 2 and "not an xrerank model directory" in result.stderr
+    assert os.listdir(precious) == ["keep.txt"]
+
+
+def test_a_file_where_the_weights_should_go_is_one_line_and_exit_2(run, tmp_path):
+    passwd = tmp_path / "passwd"
+    passwd.write_text("root:x:0:0\n")
+    result = run("make-demo-model", passwd)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "is a file, not a directory" in result.stderr
+    assert passwd.read_text() == "root:x:0:0\n"
+
+
+def test_a_download_into_a_directory_with_foreign_files_is_refused(run, tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("x")
+    result = run("download", "a/b", "--local-dir", precious, "--hub-endpoint", f"http://127.0.0.1:{free_port()}")
+    assert result.exit_code == 2 and "did not write" in result.stderr
+    assert os.listdir(precious) == ["keep.txt"]
+
+
+def test_staging_left_by_a_killed_generation_is_removed_by_the_next_run(tmp_path):
+    from xrerank.demo import make_demo_model
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    abandoned = tmp_path / f".demo.xrerank-staging-{dead.pid}-abc"
+    abandoned.mkdir()
+    (abandoned / "model.safetensors").write_bytes(b"half")
+    running = tmp_path / f".demo.xrerank-staging-{os.getpid()}-def"  # a run still under way: kept
+    running.mkdir()
+    make_demo_model(tmp_path / "demo")
+    assert not abandoned.exists() and running.exists()
+    assert read_complete_manifest(tmp_path / "demo") is not None
+
+
+def test_generated_weights_are_readable_by_a_server_running_as_another_user(demo_model):
+    for path in demo_model.iterdir():
+        assert path.stat().st_mode & 0o044 == 0o044, path.name
+
+
+# --- the deployment file ------------------------------------------------------------------------
+
+VALID = CONFIGS.joinpath("demo.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (VALID.replace("  model_uid: demo-reranker\n", "  model_uid: demo-reranker\n  model_uid: other\n"),
+         r":\d+: key 'model_uid' appears twice \(first on line \d+\)"),
+        ("version: 1\nweights: &w {source: demo}\nregistration: {model_name: x}\nlaunch: {env: *w}\n",
+         "anchors and aliases are not supported"),
+        (VALID.replace("model_uid: demo-reranker", "model_uid: ../x"),
+         "launch.model_uid: model uid '../x' is not allowed"),
+        (VALID.replace("model_name: demo-bge-reranker-v2-m3", "model_name: " + "n" * 5000),
+         "registration.model_name: model name 'nnn.*' is 5000 characters long"),
+        (VALID.replace("source: demo", "source: huggingface"), "source huggingface needs model_id"),
+    ],
+)  # fmt: skip
+def test_deployment_files_that_are_ambiguous_or_unsafe_are_refused_with_file_and_line(run, tmp_path, text, message):
+    path = tmp_path / "d.yaml"
+    path.write_text(text)
+    result = run("--endpoint", f"http://127.0.0.1:{free_port()}", "deploy", path, "--dry-run")
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.startswith(f"error: {path}") and result.stderr.count("\n") == 1
+    import re
+
+    assert re.search(message, result.stderr), result.stderr
+
+
+def test_a_huge_deployment_file_is_refused_before_it_is_parsed(run, tmp_path):
+    path = tmp_path / "huge.yaml"
+    path.write_text(VALID + "# " + "x" * (50 << 20) + "\n")
+    started = time.monotonic()
+    result = run("deploy", path, "--dry-run")
+    assert result.exit_code == 2 and "at most 1048576 bytes" in result.stderr
+    assert time.monotonic() - started < 5
+
+
+# --- endpoints and credentials -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("endpoint", ["127.0.0.1:9997", "ftp://127.0.0.1:9997", "http://", "http://host:notaport"])
+def test_an_endpoint_that_is_not_an_http_url_is_one_line_and_exit_2(run, endpoint):
+    result = run("--endpoint", endpoint, "status")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert "is not an http(s) URL" in result.stderr or "not a server address" in result.stderr
+
+
+def test_a_login_against_an_unreachable_server_is_exit_3_in_one_line(run):
+    result = run("--endpoint", f"http://127.0.0.1:{free_port()}", "--username", "a", "--password", "b", "status")
+    assert result.exit_code == 3 and result.stderr.count("\n") == 1 and "cannot reach" in result.stderr
+
+
+# --- the client's documented contract -----------------------------------------------------------
+
+
+def _client(**kwargs) -> Reranker:
+    return Reranker(f"http://127.0.0.1:{free_port()}", "m", api_key="xf-test", retry_for=0, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "query, documents, top_n, message",
+    [
+        (5, ["a"], None, "the query must be a string, got int"),
+        ("  ", ["a"], None, "the query is empty"),
+        ("q", "a single string", None, "documents must be a list of strings"),
+        ("q", ["a", 3], None, "documents must be strings; one is int"),
+        ("q", ["a"], 1.5, "top_n must be a whole number"),
+        ("q", ["a"], True, "top_n must be a whole number"),
+        ("q", ["a"], -1, "top_n must be a whole number"),
+    ],
+)
+def test_bad_client_input_is_a_rerank_error_with_exit_code_2(query, documents, top_n, message):
+    with pytest.raises(RerankError, match=message) as raised:
+        _client().rerank(query, documents, top_n=top_n)
+    assert raised.value.exit_code == ExitCode.BAD_INPUT and isinstance(raised.value, BadInput) is False
+
+
+def test_every_client_failure_is_a_rerank_error():
+    with pytest.raises(RerankError) as unreachable:
+        _client().rerank("q", ["a"])
+    assert unreachable.value.exit_code == ExitCode.UNREACHABLE
+    with pytest.raises(RerankError) as bad_endpoint:
+        Reranker("127.0.0.1:1", "m")
+    assert bad_endpoint.value.exit_code == ExitCode.BAD_INPUT
+
+
+def test_a_generator_of_documents_is_read_once_and_sent_whole(tmp_path):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    seen = []
+
+    class Answer(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append(body["documents"])
+            results = [{"index": i, "relevance_score": 0.5} for i in range(len(body["documents"]))]
+            payload = json.dumps({"results": results}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = Reranker(f"http://127.0.0.1:{server.server_address[1]}", "m", api_key="xf-test")
+        results = client.rerank("q", (text for text in ["a", "b", "c"]))
+    finally:
+        server.shutdown()
+    assert seen == [["a", "b", "c"]] and sorted(r.index for r in results) == [0, 1, 2]
+
+
+def test_the_retry_window_bounds_the_whole_call_even_for_long_chunked_lists():
+    client = Reranker(f"http://127.0.0.1:{free_port()}", "m", api_key="xf-test", retry_for=2, chunk_size=256)
+    started = time.monotonic()
+    with pytest.raises(RerankError):
+        client.rerank("q", [f"document {i}" for i in range(10_000)])
+    assert time.monotonic() - started < 6  # 2 s of retries, not 2 s per round of chunks
+
+
+def test_the_client_without_a_key_names_api_key_in_its_refusal():
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    class Refuse(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):  # noqa: N802
+            payload = b'{"detail":"Could not validate credentials"}'
+            self.send_response(401)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(RerankError, match="pass api_key=") as raised:
+            Reranker(f"http://127.0.0.1:{server.server_address[1]}", "m").rerank("q", ["a"])
+    finally:
+        server.shutdown()
+    assert raised.value.exit_code == ExitCode.UNREACHABLE and "--api-key" not in str(raised.value)
+
+
+# --- the embedded server's pid ------------------------------------------------------------------
+
+
+def _record(directory: Path, pid: int, port: int, started: float) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {"pid": pid, "port": port, "host": "127.0.0.1", "auth": True, "started": started}
+    (directory / "server.json").write_text(json.dumps(state))
+
+
+def test_server_stop_never_signals_a_process_that_is_not_the_server_it_started(run, tmp_path):
+    import psutil
+
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        _record(tmp_path / "server", bystander.pid, 9997, psutil.Process(bystander.pid).create_time())
+        result, answer = run.json("server", "stop", "--home", tmp_path / "server")
+        assert result.exit_code == 0 and answer["outcome"] == "stale"
+        time.sleep(0.5)
+        assert bystander.poll() is None, "an unrelated process was signalled"
+        result, answer = run.json("server", "status", "--home", tmp_path / "server")
+        assert result.exit_code == 1 and answer["outcome"] == "not running"  # the stale record is gone
+    finally:
+        os.killpg(bystander.pid, signal.SIGKILL)
+        bystander.wait()
+
+
+def test_server_status_calls_a_recorded_pid_reused_by_another_process_stale(run, tmp_path):
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        _record(tmp_path / "server", bystander.pid, 9997, time.time() - 3600)  # the server's start time
+        result, answer = run.json("server", "status", "--home", tmp_path / "server")
+        assert result.exit_code == 1 and answer["outcome"] == "stale" and "another process" in answer["detail"]
+    finally:
+        os.killpg(bystander.pid, signal.SIGKILL)
+        bystander.wait()
+
+
+def test_server_status_says_not_answering_when_the_server_process_does_not_answer(run, tmp_path):
+    import psutil
+
+    port = free_port()
+    # A process whose command line is the server's, and that never answers on its port.
+    silent = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "xinference-local", "--port", str(port)],
+        start_new_session=True,
+    )
+    try:
+        _record(tmp_path / "server", silent.pid, port, psutil.Process(silent.pid).create_time())
+        result, answer = run.json("server", "status", "--home", tmp_path / "server")
+        assert result.exit_code == 1 and answer["outcome"] == "not answering"
+    finally:
+        os.killpg(silent.pid, signal.SIGKILL)
+        silent.wait()

@@ -1,0 +1,29 @@
+"""Weights already on disk, used as they are: checked, never written, never deleted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import BadInput
+from ..modeldir import inspect_model_dir
+from . import Fetched, WeightSource
+
+
+class Local(WeightSource):
+    name = "local"
+    owns_weights = False
+    needs_dir = True
+
+    def ensure(self, directory: Path, model_id: str | None, revision: str | None, endpoint: str | None) -> Fetched:
+        inspect_model_dir(directory)
+        return Fetched(directory, {}, changed=False)
+
+    def is_complete(self, directory: Path) -> bool:
+        try:
+            inspect_model_dir(directory)
+        except BadInput:
+            return False
+        return True
+
+
+SOURCE = Local()
