@@ -1,16 +1,21 @@
-"""xrerank's performance, side by side in one run, as ratios (issue 6).
+"""xrerank's performance, side by side in one run, as ratios.
 
-    .venv/bin/python scripts/bench.py            # about 10 minutes on 2 cores
+    .venv/bin/python scripts/bench.py            # about 20 minutes on 2 cores
     .venv/bin/python scripts/bench.py --quick    # shorter runs, noisier figures
 
-Starts its own xinference-local (auth off, loopback) and generates two random-weight models:
-the demo (2 layers, hidden 64) and a base-size one (12 layers, hidden 768). Prints:
-  1. client overhead: xrerank's client vs raw HTTP vs xinference-client, same deployment;
-  2. the limit: the served model vs in-process CrossEncoder, same machine, inputs and threads,
+Starts its own xinference-local with auth on (Xinference 4.1's default, and what users run) in a
+scratch XRERANK_HOME, and generates two random-weight models: the demo (2 layers, hidden 64) and
+a base-size one (12 layers, hidden 768). Prints:
+  1. client overhead: xrerank's client vs raw HTTP vs xinference-client, one caller;
+  2. the data plane under concurrency (1 to 64 callers): a minimal raw-HTTP loader, xrerank's
+     client, `xrerank bench` and a client on the admin's login token, all against the same
+     deployment, in alternating rounds; and the in-process limit on the same documents;
+  3. the limit: the served model vs in-process CrossEncoder, same machine, inputs and threads,
      for the demo (16 short documents) and the base-size model (256-token documents);
-  3. replicas x threads per replica x Xinference's micro-batching, on CPU (xrerank tune's trials);
-  4. the client's score cache on repeated queries;
-  5. start-up: `xrerank --help` / `xrerank status` vs `xinference --help` / `xinference list`.
+  4. replicas x threads per replica x Xinference's micro-batching, on CPU (xrerank tune's trials);
+  5. the client's score cache on repeated queries;
+  6. start-up: `xrerank --help` / `xrerank status` vs `xinference --help` / `xinference list`.
+With a GPU, the in-process limits are measured on it, in fp16, at batch 32 and 128 (section 7).
 """
 
 from __future__ import annotations
@@ -36,17 +41,17 @@ VENV_BIN = Path(sys.executable).parent
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="Shorter measurements.")
+    parser.add_argument("--callers", default="1,4,16,48,64", help="Caller counts for section 2.")
     args = parser.parse_args()
     seconds = 4.0 if args.quick else 10.0
 
     import torch
-    from bench_memory import base_config
+    from bench_memory import base_config, scratch_server
 
     from xrerank import local
     from xrerank.demo import make_demo_model, make_random_model
     from xrerank.deploy import register_model
     from xrerank.modeldir import inspect_model_dir
-    from xrerank.server import Xinference
     from xrerank.spec import build_spec
 
     cores = os.cpu_count() or 1
@@ -57,22 +62,22 @@ def main() -> None:
             "bench-demo": make_demo_model(root / "demo"),
             "bench-base": make_random_model(root / "base", base_config(), "xrerank/random-base-12x768"),
         }
-        port = free_port()
-        print(f"starting xinference-local on 127.0.0.1:{port} (auth off)")
-        server, _ = local.start(root / "server", port, auth=False)
+        session, credentials = scratch_server(root, auth=True)
         try:
-            xinference = Xinference(server.endpoint)
             for uid, directory in models.items():
-                register_model(xinference, build_spec(inspect_model_dir(directory), uid, max_tokens=512))
+                register_model(session.server, build_spec(inspect_model_dir(directory), uid, max_tokens=512))
             report = Report()
-            client_overhead(xinference, models["bench-demo"], seconds, report)
-            served_vs_in_process(xinference, models, cores, seconds, report)
-            configuration_matrix(xinference, cores, seconds)
-            cache_hits(xinference, seconds, report)
-            start_up(server.endpoint, report)
+            client_overhead(session, seconds, report)
+            concurrency(session, credentials, models["bench-demo"], cores, [int(n) for n in args.callers.split(",")],
+                        seconds / 2, 1 if args.quick else 3, report)  # fmt: skip
+            served_vs_in_process(session, models, cores, seconds, report)
+            configuration_matrix(session, cores, seconds)
+            cache_hits(session, seconds, report)
+            start_up(session.endpoint, report)
+            gpu_limits(models, seconds)
             report.targets()
         finally:
-            local.stop(root / "server")
+            local.stop(local.default_server_dir())
 
 
 class Report:
@@ -85,6 +90,9 @@ class Report:
         f = self.figures
         rows = [
             ("client overhead at p50, over raw HTTP", f"{f['client_over_raw'] - 1:+.1%}", f["client_over_raw"] <= 1.03),
+            ("client / raw HTTP req/s, worst level", f"{f['client_vs_raw']:.2f}x", f["client_vs_raw"] >= 0.97),
+            ("xrerank bench / raw HTTP req/s, worst level", f"{f['bench_vs_raw']:.2f}x", f["bench_vs_raw"] >= 0.95),
+            ("48 callers / the best level, req/s", f"{f['at_48_vs_best']:.2f}x", f["at_48_vs_best"] >= 0.9),
             ("compute-bound: served / in-process pairs/s", f"{f['base_ratio']:.2f}x", f["base_ratio"] >= 0.95),
             ("overhead-bound: served / in-process pairs/s", f"{f['demo_ratio']:.2f}x", f["demo_ratio"] >= 0.6),
             ("xrerank --help", f"{f['help_s']:.3f} s", f["help_s"] <= 0.2),
@@ -106,12 +114,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def launched(xinference, model_name: str, uid: str | None = None, replica: int = 1, threads: int | None = None) -> str:
+def launched(session, model_name: str, uid: str | None = None, replica: int = 1, threads: int | None = None) -> str:
     from xrerank.deploy import launch_model
-    from xrerank.server import LaunchSettings
+    from xrerank.records import LaunchSettings
 
     settings = LaunchSettings(model_name, uid, replica=replica, device="cpu", threads_per_replica=threads)
-    launch_model(xinference, settings, time.monotonic() + 600)
+    launch_model(session, settings, time.monotonic() + 600)
     return settings.uid
 
 
@@ -144,30 +152,31 @@ def paired_p50(
     return {name: (statistics.median(latencies[name]), statistics.median(ratios[name])) for name in names}
 
 
-def client_overhead(xinference, demo_dir: Path, seconds: float, report: Report) -> None:
+def client_overhead(session, seconds: float, report: Report) -> None:
     import requests
     from xinference_client import RESTfulClient
 
     from xrerank.bench import Workload
-    from xrerank.client import Reranker
+    from xrerank.serving import open_client
 
-    heading("1. client overhead: demo model, 1 replica, 16 documents of ~12 words, one caller")
-    launched(xinference, "bench-demo")
-    endpoint = xinference.endpoint
+    heading("1. client overhead: demo model, 1 replica, 16 documents of ~12 words, one caller, the API key")
+    launched(session, "bench-demo")
+    endpoint, key = session.endpoint, session.data_credentials().api_key
     workload = Workload(docs=16, doc_tokens=12)
     documents = workload.documents(0)
     query = "which passage explains the capital city"
     body = {"model": "bench-demo", "query": query, "documents": documents}
+    headers = {"Authorization": f"Bearer {key}"}
     kept_alive = requests.Session()
-    handle = RESTfulClient(endpoint).get_model("bench-demo")
-    with Reranker(endpoint, "bench-demo") as client:
+    handle = RESTfulClient(endpoint, api_key=key).get_model("bench-demo")
+    with open_client(session, "bench-demo") as client:
         rows = {
             "xrerank client": lambda: client.rerank(query, documents),
             "raw HTTP, a connection per request": lambda: requests.post(
-                f"{endpoint}/v1/rerank", json=body, headers={"Connection": "close"}, timeout=30
+                f"{endpoint}/v1/rerank", json=body, headers={**headers, "Connection": "close"}, timeout=30
             ).json(),
             "raw HTTP, kept-alive session": lambda: kept_alive.post(
-                f"{endpoint}/v1/rerank", json=body, timeout=30
+                f"{endpoint}/v1/rerank", json=body, headers=headers, timeout=30
             ).json(),
             "xinference-client": lambda: handle.rerank(documents, query),
         }
@@ -176,10 +185,164 @@ def client_overhead(xinference, demo_dir: Path, seconds: float, report: Report) 
     for name, (p50, ratio) in measured.items():
         print(f"  {name:40}{p50 * 1000:9.1f}{ratio:12.3f}x")
     report.figures["client_over_raw"] = measured["xrerank client"][1]
-    xinference.terminate("bench-demo")
+    session.server.terminate("bench-demo")
 
 
-def served_vs_in_process(xinference, models: dict[str, Path], cores: int, seconds: float, report: Report) -> None:
+def raw_loader(endpoint: str, key: str, bodies: list[bytes], callers: int, seconds: float, warmup: float = 1.0):
+    """The minimal loader: threads, http.client, bodies encoded in advance, a connection per request.
+
+    Returns (requests/s, [latencies in s], errors) over the `seconds` after `warmup`."""
+    import http.client
+    import threading
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(endpoint)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}", "Connection": "close"}
+    begun = time.perf_counter()
+    start, stop = begun + warmup, begun + warmup + seconds
+    latencies: list[float] = []
+    errors = [0]
+    counter = iter(range(10**9))
+
+    def caller() -> None:
+        while True:
+            begin = time.perf_counter()
+            if begin >= stop:
+                return
+            connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+            connection.request("POST", "/v1/rerank", bodies[next(counter) % len(bodies)], headers)
+            response = connection.getresponse()
+            response.read()
+            connection.close()
+            if begin < start:
+                continue
+            if response.status != 200:
+                errors[0] += 1
+            else:
+                latencies.append(time.perf_counter() - begin)
+
+    threads = [threading.Thread(target=caller) for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return len(latencies) / seconds, latencies, errors[0]
+
+
+def concurrency(session, credentials: dict, demo_dir: Path, cores: int, levels: list[int], seconds: float,
+                rounds: int, report: Report) -> None:  # fmt: skip
+    """Raw HTTP, the client, `xrerank bench` and a login-token client take turns at each level."""
+    import json
+
+    from sentence_transformers import CrossEncoder
+
+    from xrerank.bench import Workload, _prepared, run_bench
+    from xrerank.client import Reranker
+    from xrerank.http import Credentials
+
+    replicas = min(2, cores)
+    uid = launched(session, "bench-demo", "bench-demo", replicas, max(1, cores // replicas))
+    workload = Workload(docs=16, doc_tokens=64, duration=seconds, warmup=1.0)
+    threads = max(1, cores // replicas)
+    heading(
+        f"2. the data plane under concurrency: demo model, {replicas} replicas x {threads} thread(s), "
+        f"{workload.docs} documents of {workload.doc_tokens} words; {rounds} alternating round(s) of {seconds:g} s "
+        "after 1 s of warm-up at each level"
+    )
+    key = session.data_credentials().api_key
+    login = Credentials(username=credentials["username"], password=credentials["password"])
+    bodies = [
+        json.dumps({"model": uid, "query": q, "documents": d, "top_n": None}).encode() for q, d in _prepared(workload)
+    ]
+    model = CrossEncoder(str(demo_dir), device="cpu", max_length=512)
+    pairs = [(q, doc) for q, documents in _prepared(workload)[:8] for doc in documents]
+
+    def in_process() -> float:
+        begin, scored = time.perf_counter(), 0
+        while time.perf_counter() - begin < seconds:
+            model.predict(pairs, batch_size=32)
+            scored += len(pairs)
+        return scored / (time.perf_counter() - begin)
+
+    def client(callers: int, credentials) -> tuple[float, list[float], int]:
+        with Reranker(session.endpoint, uid, credentials=credentials, retry_for=0, timeout=120,
+                      connections=callers) as reranker:  # fmt: skip
+            result = run_bench(reranker.rerank, Workload(**{**workload.__dict__, "concurrency": callers}))
+        return result.requests_per_second, result.latencies, sum(result.errors.values())
+
+    def cli(callers: int) -> tuple[float, list[float], int]:
+        done = subprocess.run(
+            [str(VENV_BIN / "xrerank"), "--endpoint", session.endpoint, "bench", "--model-uid", uid, "--concurrency",
+             str(callers), "--duration", str(seconds), "--warmup", "1", "--docs", "16", "--doc-tokens", "64", "--json"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        answer = json.loads(done.stdout)
+        p50 = (answer["latency_ms"]["p50"] or 0) / 1000
+        return answer["requests_per_s"], [p50], answer["errors"]
+
+    ways = {
+        "raw HTTP": lambda n: raw_loader(session.endpoint, key, bodies, n, seconds),
+        "xrerank client": lambda n: client(n, Credentials(api_key=key)),
+        "xrerank bench": cli,
+    }
+    rows = []
+    for callers in levels:
+        rates: dict[str, list[float]] = {name: [] for name in ways}
+        latencies: dict[str, list[float]] = {name: [] for name in ways}
+        ratios: dict[str, list[float]] = {name: [] for name in ways}
+        errors = dict.fromkeys(ways, 0)
+        limits = []
+        for number in range(rounds):
+            names = list(ways)[number % len(ways) :] + list(ways)[: number % len(ways)]
+            this_round = {}
+            for name in names:
+                rate, samples, failed = ways[name](callers)
+                this_round[name] = rate
+                rates[name].append(rate)
+                latencies[name] += samples
+                errors[name] += failed
+            for name in ways:
+                ratios[name].append(this_round[name] / this_round["raw HTTP"] if this_round["raw HTTP"] else 0.0)
+            limits.append(in_process())
+        login_rate = None
+        if callers in (4, 48):
+            login_rate, login_latencies, _ = client(callers, login)
+        rows.append((callers, rates, latencies, ratios, errors, statistics.median(limits), login_rate))
+    print(f"  {'callers':>7}  {'way':<16}{'req/s':>8}{'vs raw':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+          f"{'errors':>7}{'pairs/s vs in-process':>23}")  # fmt: skip
+    best = {name: max(statistics.median(row[1][name]) for row in rows) for name in ways}
+    for callers, rates, latencies, ratios, errors, limit, login_rate in rows:
+        for name in ways:
+            rate = statistics.median(rates[name])
+            ordered = sorted(latencies[name]) or [0.0]
+
+            def pick(q: float, ordered=ordered) -> float:
+                return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+            percentiles = f"{pick(0.5):9.0f}{pick(0.95):9.0f}{pick(0.99):9.0f}" if name != "xrerank bench" else \
+                f"{pick(0.5):9.0f}{'':>18}"  # fmt: skip
+            print(f"  {callers:>7}  {name:<16}{rate:8.1f}{statistics.median(ratios[name]):7.2f}x{percentiles}"
+                  f"{errors[name]:>7}{rate * workload.docs / limit:22.2f}x")  # fmt: skip
+        if login_rate is not None:
+            versus = login_rate / statistics.median(rates["raw HTTP"])
+            print(f"  {callers:>7}  {'login token':<16}{login_rate:8.1f}{versus:7.2f}x"
+                  "   (a client sending the admin's login token, as xrerank did before)")  # fmt: skip
+    print(f"  in-process CrossEncoder.predict, {torch_threads()} threads, batch 32: "
+          f"{statistics.median([row[5] for row in rows]):.0f} pairs/s")  # fmt: skip
+    report.figures["client_vs_raw"] = min(statistics.median(row[3]["xrerank client"]) for row in rows)
+    report.figures["bench_vs_raw"] = min(statistics.median(row[3]["xrerank bench"]) for row in rows)
+    at_48 = next((statistics.median(row[1]["raw HTTP"]) for row in rows if row[0] == 48), None)
+    report.figures["at_48_vs_best"] = at_48 / best["raw HTTP"] if at_48 else float("nan")
+    session.server.terminate(uid)
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def served_vs_in_process(session, models: dict[str, Path], cores: int, seconds: float, report: Report) -> None:
     """Rounds that alternate in-process and served runs, so that drift in the machine's speed
     (up to 30% between runs of this script here) falls on both sides of each ratio: a ratio is
     taken within each round, and the median of the rounds is printed.
@@ -189,7 +352,7 @@ def served_vs_in_process(xinference, models: dict[str, Path], cores: int, second
     from sentence_transformers import CrossEncoder
 
     from xrerank.bench import Workload, run_bench
-    from xrerank.client import Reranker
+    from xrerank.serving import open_client
 
     splits = [(1, cores)] + ([(cores, 1)] if cores > 1 else [])
     # (model, documents per request, words per document or None for 256 tokens, callers, seconds, figure)
@@ -202,7 +365,7 @@ def served_vs_in_process(xinference, models: dict[str, Path], cores: int, second
         workload = Workload(docs=docs, doc_tokens=words or words_for_tokens(model.tokenizer, 256))
         document_tokens, pair_tokens = token_counts(model.tokenizer, workload)
         heading(
-            f"2. the limit: {name}, {docs} documents of {workload.doc_tokens} words = {document_tokens:.0f} tokens "
+            f"3. the limit: {name}, {docs} documents of {workload.doc_tokens} words = {document_tokens:.0f} tokens "
             f"({pair_tokens:.0f} per query-document pair), 3 alternating rounds of {duration:g} s"
         )
 
@@ -211,9 +374,9 @@ def served_vs_in_process(xinference, models: dict[str, Path], cores: int, second
 
         clients = {}
         for replicas, threads in splits:
-            uid = launched(xinference, name, f"{name}-{replicas}x{threads}", replicas, threads)
-            clients[replicas, threads] = Reranker(
-                xinference.endpoint, uid, retry_for=0, connections=max(concurrencies), timeout=120
+            uid = launched(session, name, f"{name}-{replicas}x{threads}", replicas, threads)
+            clients[replicas, threads] = open_client(
+                session, uid, retry_for=0, connections=max(concurrencies), timeout=120
             )
         served = [(split, callers) for split in splits for callers in concurrencies if callers >= split[0]]
         ratios: dict[tuple, list[float]] = {run: [] for run in served}
@@ -240,7 +403,7 @@ def served_vs_in_process(xinference, models: dict[str, Path], cores: int, second
         report.figures[figure] = max(statistics.median(values) for values in ratios.values())
         for client in clients.values():
             client.close()
-            xinference.terminate(client.model_uid)
+            session.server.terminate(client.model_uid)
 
 
 def token_counts(tokenizer, workload) -> tuple[float, float]:
@@ -266,37 +429,37 @@ def words_for_tokens(tokenizer, tokens: int) -> int:
     return max(1, round(tokens / per_word))
 
 
-def configuration_matrix(xinference, cores: int, seconds: float) -> None:
+def configuration_matrix(session, cores: int, seconds: float) -> None:
     from xrerank.bench import Workload
+    from xrerank.records import LaunchSettings
     from xrerank.render import tune_text
-    from xrerank.server import LaunchSettings
     from xrerank.tune import Setting, tune
 
-    heading("3. replicas x threads per replica x micro-batching: demo model, 16 x ~12 words, 4 callers")
+    heading("4. replicas x threads per replica x micro-batching: demo model, 16 x ~12 words, 4 callers")
     to_try = [Setting(r, t) for r in (1, 2) for t in (1, cores) if r * t <= 2 * cores]
     to_try += [Setting(1, cores, batch_interval=0.0), Setting(1, cores, batch_size=64, batch_interval=0.01)]
     to_try += [Setting(2, max(1, cores // 2), batch_interval=0.0)]
     settings = LaunchSettings("bench-demo", "bench-demo", device="cpu")
-    workload = Workload(docs=16, doc_tokens=12, concurrency=4, duration=seconds)
-    tuning = tune(xinference, settings, workload, float("inf"), lambda _: None, to_try=to_try)
+    workload = Workload(docs=16, doc_tokens=12, concurrency=4, duration=seconds, warmup=2.0)
+    tuning = tune(session, settings, workload, float("inf"), lambda _: None, to_try=to_try)
     print(tune_text(tuning))
 
 
-def cache_hits(xinference, seconds: float, report: Report) -> None:
+def cache_hits(session, seconds: float, report: Report) -> None:
     """Throughput with and without the cache under 4 callers; then what one hit costs, with one caller.
 
     Under 4 callers a hit's latency is mostly its wait for the GIL (4 / requests per second), not
     the cache's work, so the hit target is judged on the one-caller run over the warmed cache."""
     from xrerank.bench import Workload, run_bench
     from xrerank.cache import ScoreCache
-    from xrerank.client import Reranker
+    from xrerank.serving import open_client
 
-    heading("4. score cache: demo model, 4 callers drawing from 50 distinct queries")
-    launched(xinference, "bench-demo")
+    heading("5. score cache: demo model, 4 callers drawing from 50 distinct queries")
+    launched(session, "bench-demo")
     workload = Workload(docs=16, doc_tokens=12, concurrency=4, duration=seconds, queries=50)
     cache = ScoreCache(10_000)
     for cached in (None, cache):
-        with Reranker(xinference.endpoint, "bench-demo", retry_for=0, cache=cached, connections=4) as client:
+        with open_client(session, "bench-demo", retry_for=0, cache=cached, connections=4) as client:
             result = run_bench(client.rerank, workload, cache=cached).as_dict()
             line = f"  cache {'off' if cached is None else '10000 entries'}: {result['requests_per_s']:9.1f} requests/s"
             if cached is not None:
@@ -305,11 +468,11 @@ def cache_hits(xinference, seconds: float, report: Report) -> None:
                 line += f"; one caller over the warmed cache: hit p50 {alone['hit_p50_ms']} ms"
                 report.figures["cache_hit_ms"] = alone["hit_p50_ms"]
         print(line)
-    xinference.terminate("bench-demo")
+    session.server.terminate("bench-demo")
 
 
 def start_up(endpoint: str, report: Report) -> None:
-    heading("5. start-up: median wall time of 5 runs")
+    heading("6. start-up: median wall time of 5 runs")
     xrerank, xinference = str(VENV_BIN / "xrerank"), shutil.which("xinference", path=str(VENV_BIN))
     commands = {
         "xrerank --help": [xrerank, "--help"],
@@ -331,6 +494,22 @@ def start_up(endpoint: str, report: Report) -> None:
     print(f"  xrerank status / xinference list:   {timings['xrerank status'] / timings['xinference list']:.3f}")
     report.figures["help_s"] = timings["xrerank --help"]
     report.figures["help_ratio"] = timings["xrerank --help"] / timings["xinference --help"]
+
+
+def gpu_limits(models: dict[str, Path], seconds: float) -> None:
+    """With a GPU: the in-process limit of each model on it, in fp16, at batch 32 and 128."""
+    import torch
+
+    from xrerank.bench import Workload, in_process_limit
+
+    if not torch.cuda.is_available():
+        print("\n== 7. GPU: none on this machine; the GPU figures in the README were measured elsewhere")
+        return
+    heading(f"7. the in-process limit on {torch.cuda.get_device_name(0)}, float16, 16 documents of 64 words")
+    for name, directory in models.items():
+        limit = in_process_limit(directory, 512, "float16", Workload(docs=16, doc_tokens=64), seconds=seconds)
+        rates = ", ".join(f"batch {batch}: {rate:.0f}" for batch, rate in limit.pairs_per_second.items())
+        print(f"  {name}: {rates} pairs/s")
 
 
 if __name__ == "__main__":

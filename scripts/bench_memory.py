@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/bench_memory.py
 
-Starts its own xinference-local (auth off, loopback), launches the demo model and a base-size
+Starts its own xinference-local (auth off, loopback, in a scratch XRERANK_HOME), launches the demo model and a base-size
 random model (12 layers, hidden 768) on CPU, sends each 32 documents of max_tokens, and prints the
 peak RSS of the replica process (VmHWM) next to `xrerank.doctor.estimate_memory`.
 """
@@ -23,6 +23,27 @@ def base_config() -> dict:
     return {**DEMO_CONFIG, **shapes, "initializer_range": 0.02}
 
 
+def scratch_server(root: Path, auth: bool):
+    """A fresh embedded server in `root` (its XRERANK_HOME) on a free port; returns (session, credentials).
+
+    With auth on, the session administers with the admin login and reranks with the API key,
+    as every xrerank command does; `xrerank` run with XRERANK_HOME=root finds the same server."""
+    import json
+    import os
+
+    from xrerank import local
+    from xrerank.session import Options, open_session
+
+    os.environ["XRERANK_HOME"] = str(root)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    print(f"starting xinference-local on 127.0.0.1:{port} (auth {'on' if auth else 'off'})")
+    server, _ = local.start(local.default_server_dir(), port, auth=auth)
+    credentials = json.loads((server.directory / local.CREDENTIALS_FILE).read_text()) if auth else {}
+    return open_session(Options(server.endpoint)), credentials
+
+
 def peak_rss(uid: str) -> int:
     import psutil
 
@@ -37,32 +58,28 @@ def main() -> None:
     import json
 
     from xrerank import local
-    from xrerank.client import Reranker
     from xrerank.demo import make_demo_model, make_random_model
     from xrerank.deploy import launch_model, register_model
     from xrerank.doctor import GIB, count_parameters, estimate_memory
     from xrerank.modeldir import inspect_model_dir
-    from xrerank.server import LaunchSettings, Xinference
+    from xrerank.records import LaunchSettings
+    from xrerank.serving import open_client
     from xrerank.spec import build_spec
 
-    with tempfile.TemporaryDirectory() as scratch, socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-        probe.close()
+    with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         models = {
             "mem-demo": make_demo_model(root / "demo"),
             "mem-base": make_random_model(root / "base", base_config(), "xrerank/random-base-12x768"),
         }
-        print(f"starting xinference-local on port {port}")
-        server, _ = local.start(root / "server", port, auth=False)
+        session, _ = scratch_server(root, auth=False)
+        xinference = session.server
         try:
-            xinference = Xinference(server.endpoint)
             print(f"{'model':10}{'params':>10}{'max_tokens':>12}{'estimate GiB':>14}{'peak RSS GiB':>14}{'ratio':>8}")
             for uid, directory in models.items():
                 register_model(xinference, build_spec(inspect_model_dir(directory), uid, max_tokens=512))
-                launch_model(xinference, LaunchSettings(uid, uid, device="cpu"), time.monotonic() + 300)
-                with Reranker(server.endpoint, uid, timeout=120) as reranker:
+                launch_model(session, LaunchSettings(uid, uid, device="cpu"), time.monotonic() + 300)
+                with open_client(session, uid, timeout=120) as reranker:
                     reranker.rerank("query " * 8, ["word " * 600] * 32)  # 32 pairs truncated to 512 tokens
                 config = json.loads((directory / "config.json").read_text())
                 parameters = count_parameters(directory)
@@ -74,7 +91,7 @@ def main() -> None:
                 )
                 xinference.terminate(uid)
         finally:
-            local.stop(root / "server")
+            local.stop(local.default_server_dir())
 
 
 if __name__ == "__main__":

@@ -160,6 +160,18 @@ class Server:
         c = self.credentials
         return Xinference(self.endpoint, Credentials(username=c["username"], password=c["password"]))
 
+    def audit(self, after: float = 0.0) -> list[dict]:
+        """The server's own audit log (one entry per authenticated request), from the epoch time `after`."""
+        from datetime import datetime, timezone
+
+        def when(entry: dict) -> float:
+            moment = datetime.strptime(entry["@timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ")
+            return moment.replace(tzinfo=timezone.utc).timestamp()
+
+        path = self.directory / "home" / "logs" / "audit.log"
+        entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [entry for entry in entries if when(entry) >= after]
+
 
 @pytest.fixture(scope="session")
 def xinference(tmp_path_factory) -> Server:

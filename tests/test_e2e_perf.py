@@ -1,5 +1,6 @@
 """`xrerank bench` and `xrerank tune` against the real server, and the client's cache on real scores."""
 
+import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,33 @@ def admin(xinference, home, deployment, run, monkeypatch):
         result = run(*xinference.admin_args, "deploy", deployment)
         assert result.exit_code == 0, result.stderr
     return xinference.admin_args
+
+
+def test_rerank_traffic_goes_out_with_an_api_key_and_admin_work_with_the_login(run, admin, deployment, xinference):
+    """The server's own audit log says which credential each request carried."""
+    since = time.time()
+    assert run(*admin, "rerank", "--model-uid", UID, "What is AI?", "AI is ...", "Apples ...").exit_code == 0
+    assert run(*admin, "bench", deployment, "--duration", "1", "--warmup", "0", "--concurrency", "2").exit_code == 0
+    assert run(*admin, "verify", deployment).exit_code == 0
+    assert run(*admin, "status", "--model-uid", UID).exit_code == 0
+    entries = xinference.audit(after=since)
+    reranks = [e for e in entries if e["endpoint"] == "/v1/rerank"]
+    assert len(reranks) > 10
+    assert {(e["auth_type"], e["api_key_name"][:13]) for e in reranks} == {("api_key", "xrerank-data-")}
+    admin_work = [e for e in entries if e["endpoint"] in ("/v1/cluster/info", "/v1/models/instances")]
+    assert admin_work and {e["auth_type"] for e in admin_work} == {"jwt"}
+    # one data-plane key for this user, created once and reused by every command since
+    assert len({e["api_key_prefix"] for e in reranks}) == 1
+
+
+def test_bench_excludes_its_warm_up(run, admin, deployment, xinference):
+    since = time.time()
+    args = ("--duration", "2", "--warmup", "2", "--concurrency", "2")
+    result, answer = run.json(*admin, "bench", deployment, *args)
+    assert result.exit_code == 0, result.stderr
+    served = [e for e in xinference.audit(after=since) if e["endpoint"] == "/v1/rerank"]
+    assert answer["elapsed_s"] < 3 and answer["workload"]["warmup"] == 2
+    assert len(served) > answer["requests"] * 1.5  # the warm-up's requests reached the server, uncounted
 
 
 def test_bench_reports_latency_and_throughput(run, admin, deployment):
@@ -89,19 +117,20 @@ def test_tune_writes_the_best_settings_and_leaves_the_server_as_it_was(run, admi
     before = sorted(m.uid for m in xinference.admin().models())
     tuned = tmp_path / "tuned.yaml"
     tuned.write_text(deployment.read_text())
-    args = ("--budget", "10", "--trial-duration", "1", "--concurrency", "2")
+    args = ("--budget", "10", "--trial-duration", "1", "--warmup", "1", "--concurrency", "2")
     result, answer = run.json(*admin, "tune", tuned, *args)
     assert result.exit_code == 0, result.stderr
     assert len(answer["trials"]) == 1 and answer["not_tried"], "the budget allows the first trial only"
     trial = answer["trials"][0]
     assert trial["failure"] is None and trial["bench"]["errors"] == 0 and trial["bench"]["answered"] > 0
-    assert answer["written"] and answer["best"]["threads_per_replica"] == 2
+    cores = xinference.admin().workers()[0].cpu_count  # the first trial: 1 replica with every core
+    assert answer["written"] and answer["best"]["threads_per_replica"] == cores
     assert sorted(m.uid for m in xinference.admin().models()) == before
     text = tuned.read_text()
-    assert "threads_per_replica: 2" in text and "# quality needs real weights" in text
+    assert f"threads_per_replica: {cores}" in text and "# quality needs real weights" in text
 
     refused = run(*admin, "deploy", tuned)
-    assert refused.exit_code == 1 and "threads_per_replica: running None, wanted 2" in refused.stderr
+    assert refused.exit_code == 1 and f"threads_per_replica: running None, wanted {cores}" in refused.stderr
     applied = run(*admin, "deploy", tuned, "--replace")
     assert applied.exit_code == 0, applied.stderr
     result, again = run.json(*admin, "deploy", tuned)

@@ -86,6 +86,31 @@ def test_the_load_loop_stops_at_the_deadline_and_reports_progress():
     assert 1.5 <= result.elapsed < 3 and result.answered > 10 and seen
 
 
+def test_the_warm_up_is_excluded_from_the_figures():
+    starts = []
+
+    def rerank(query, documents):
+        starts.append(time.perf_counter())
+        time.sleep(0.05)
+
+    begun = time.perf_counter()
+    result = run_bench(rerank, Workload(concurrency=2, duration=1.0, warmup=1.0))
+    measured_from = begun + 1.0
+    counted = [start for start in starts if start >= measured_from]
+    assert len(starts) > len(counted) >= result.answered > 0  # warm-up calls happened and were not counted
+    assert result.answered >= len(counted) - 2  # each caller may have one call cut off by the deadline
+    assert 0.9 <= result.elapsed <= 1.3  # the measured window only, not warm-up + window
+
+
+def test_every_request_is_a_new_query_unless_queries_are_drawn_from_a_few():
+    seen = []
+    run_bench(lambda q, d: seen.append(q), Workload(concurrency=1, duration=30, max_requests=200))
+    assert len(set(seen)) == len(seen) == 200
+    seen.clear()
+    run_bench(lambda q, d: seen.append(q), Workload(concurrency=1, duration=30, max_requests=200, queries=3))
+    assert len(set(seen)) == 3
+
+
 def test_repeated_queries_bring_the_same_documents():
     workload = Workload(docs=3, doc_tokens=5, queries=2)
     import random
@@ -100,8 +125,36 @@ def test_tune_tries_the_deployments_own_setting_first_then_the_core_splits():
     assert tried[0] == Setting(2, 1)
     assert Setting(1, 2) in tried and len(tried) == len(set(tried))
     assert all(s.replica * s.threads_per_replica <= 2 for s in tried)
-    on_gpu = candidates(Setting(2, None), cores=None)
-    assert {s.replica for s in on_gpu} == {2} and {s.threads_per_replica for s in on_gpu} == {None}
+
+
+def test_tune_on_gpus_tries_more_replicas_per_gpu_while_memory_allows_then_batching_and_request_size():
+    own = Setting(2, None, gpus=(0, 1), replicas_per_gpu=1)
+    tried = candidates(own, cores=None, gpus=(0, 1), max_per_gpu=5, docs=64)
+    assert tried[0] == own and {s.threads_per_replica for s in tried} == {None}
+    assert [(s.replica, s.replicas_per_gpu) for s in tried if s.batch_size is None and not s.chunk_size] == [
+        (2, 1), (4, 2), (8, 4)
+    ]  # fmt: skip
+    assert {(s.batch_size, s.batch_interval) for s in tried} >= {(64, 0.01), (128, 0.01)}
+    assert {s.chunk_size for s in tried} >= {16, 32}
+    only_one = candidates(own, cores=None, gpus=(0, 1), max_per_gpu=1, docs=16)
+    assert max(s.replicas_per_gpu for s in only_one) == 1 and not any(s.chunk_size for s in only_one)
+
+
+def test_a_gpu_setting_launches_its_replicas_on_repeated_indexes():
+    setting = Setting(4, None, gpus=(0, 1), replicas_per_gpu=2)
+    launch = setting.launch(LaunchSettings("m", "m", replica=2, gpu_idx=(0, 1), use_fp16=True), "m-tune")
+    assert (launch.model_uid, launch.replica, launch.gpu_idx, launch.use_fp16) == ("m-tune", 4, (0, 0, 1, 1), True)
+    assert launch.replicas_per_gpu() == {0: 2, 1: 2}
+
+
+def test_the_best_gpu_setting_is_written_as_gpus_and_replicas_per_gpu(tmp_path):
+    path = tmp_path / "gpu.yaml"
+    path.write_text(DEMO.parent.joinpath("bge-reranker-v2-m3-gpu.yaml").read_text())
+    write_best(path, Setting(4, None, 128, 0.01, gpus=(0, 1), replicas_per_gpu=2, chunk_size=32))
+    launch = load_deployment(path)[0].launch
+    assert (launch.gpu_idx, launch.replicas_per_gpu, launch.replica) == ([0, 1], 2, 4)
+    assert (launch.batch_size, launch.batch_interval, launch.use_fp16) == (128, 0.01, True)
+    assert "chunk_size" not in path.read_text()  # a client setting: tune prints it
 
 
 def test_the_best_setting_is_written_with_the_comments_kept(tmp_path):

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .cache import CacheStats, ScoreCache
@@ -123,6 +124,7 @@ def run_bench(
     result = BenchResult(workload, 0.0)
     lock = threading.Lock()
     requests = _prepared(workload)
+    fresh_queries = not workload.queries
     counter = iter(range(workload.max_requests + 10**9))
     begun = time.perf_counter()
     measuring_from = begun + workload.warmup
@@ -140,7 +142,10 @@ def run_bench(
                 with lock:
                     if next(measured, None) is None:
                         return
-            query, documents = requests[next(counter) % len(requests)]
+            number = next(counter)
+            query, documents = requests[number % len(requests)]
+            if fresh_queries:  # every request a query never seen before, as with no --queries
+                query = f"{query} #{number}"
             try:
                 rerank(query, documents)
             except Exception as exc:  # noqa: BLE001 - every failure is counted, by its reason
@@ -185,6 +190,45 @@ def _prepared(workload: Workload) -> list[tuple[str, list[str]]]:
     return prepared
 
 
+@dataclass(frozen=True)
+class InProcess:
+    """CrossEncoder.predict on this machine, the ceiling a served model is compared with."""
+
+    device: str  # "cpu (N threads)" or "cuda: <the GPU's name>"
+    dtype: str
+    pairs_per_second: dict[int, float]  # by the predict batch size
+
+    def as_dict(self) -> dict:
+        return {"device": self.device, "dtype": self.dtype, "pairs_per_s": {str(k): round(v, 1) for k, v in
+                                                                            self.pairs_per_second.items()}}  # fmt: skip
+
+
+def in_process_limit(
+    model_dir: Path, max_tokens: int | None, dtype: str, workload: Workload, batch_sizes: tuple[int, ...] = (32, 128),
+    seconds: float = 4.0,
+) -> InProcess:  # fmt: skip
+    """The same documents scored in process: on the GPU in the deployment's dtype when there is one
+    (loaded in fp32, then cast, as Xinference does), else on the CPU in fp32."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    cuda = torch.cuda.is_available()
+    model = CrossEncoder(str(model_dir), device="cuda" if cuda else "cpu", max_length=max_tokens)
+    if cuda and dtype != "float32":
+        model.model.to(getattr(torch, dtype))
+    pairs = [(query, document) for query, documents in _prepared(workload)[:16] for document in documents]
+    model.predict(pairs[:8], batch_size=8)  # warm up: kernels, allocator
+    rates = {}
+    for batch in batch_sizes:
+        scored, begin = 0, time.perf_counter()
+        while time.perf_counter() - begin < seconds:
+            model.predict(pairs, batch_size=batch)
+            scored += len(pairs)
+        rates[batch] = scored / (time.perf_counter() - begin)
+    device = f"cuda: {torch.cuda.get_device_name(0)}" if cuda else f"cpu ({torch.get_num_threads()} threads)"
+    return InProcess(device, dtype if cuda else "float32", rates)
+
+
 def bench_model(
     session: Session,
     model_uid: str | None,
@@ -192,8 +236,10 @@ def bench_model(
     cache_size: int = 0,
     keep_alive: bool | None = None,
     on_progress: Callable[[BenchResult], None] | None = None,
+    compare_in_process: bool = False,
 ) -> BenchReport:
-    """`xrerank bench`: load `model_uid` (or the only rerank model) through the data-plane credential."""
+    """`xrerank bench`: load `model_uid` (or the only rerank model) through the data-plane credential;
+    with `compare_in_process`, measure the same documents in process too (when the weights are here)."""
     from .serving import open_client, rerank_target
 
     uid = rerank_target(session, model_uid)[0]
@@ -202,7 +248,21 @@ def bench_model(
         session, uid, retry_for=0, cache=cache, connections=workload.concurrency, keep_alive=keep_alive
     ) as client:
         result = run_bench(client.rerank, workload, on_progress, cache)
-    return BenchReport(session.endpoint, uid, result)
+    limit = _limit_of(session, uid, workload) if compare_in_process else None
+    return BenchReport(session.endpoint, uid, result, limit)
+
+
+def _limit_of(session: Session, uid: str, workload: Workload) -> InProcess:
+    from .deploy import served_dtype
+    from .errors import XrerankError
+
+    server = session.server
+    instance = server.instance(uid)
+    registration = server.registration(instance.model_name) if instance else None
+    uri = registration.model_uri if registration else None
+    if instance is None or uri is None or not (Path(uri) / "config.json").is_file():
+        raise XrerankError(f"the weights of {uid} are not readable on this machine: no in-process comparison")
+    return in_process_limit(Path(uri), registration.max_tokens, served_dtype(session, instance), workload)
 
 
 @dataclass
@@ -210,6 +270,14 @@ class BenchReport:
     endpoint: str
     model_uid: str
     result: BenchResult
+    in_process: InProcess | None = None
 
     def as_dict(self) -> dict:
-        return {"endpoint": self.endpoint, "model_uid": self.model_uid, **self.result.as_dict()}
+        document = {"endpoint": self.endpoint, "model_uid": self.model_uid, **self.result.as_dict()}
+        if self.in_process is not None:
+            best = max(self.in_process.pairs_per_second.values())
+            document["in_process"] = {
+                **self.in_process.as_dict(),
+                "served_vs_best": round(self.result.pairs_per_second / best, 3) if best else None,
+            }
+        return document

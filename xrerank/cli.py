@@ -437,10 +437,14 @@ def _workload_options(function):
 @click.option("--queries", type=click.IntRange(min=0), default=0, help="Draw queries from this many (0: all new).")
 @click.option("--cache-size", type=click.IntRange(min=0), default=0, help="Client score cache entries (0: off).")
 @click.option("--keep-alive/--no-keep-alive", default=None, help="Reuse connections (default: over https only).")
+@click.option(
+    "--in-process", is_flag=True,
+    help="Also score the same documents in process here (on the GPU, in the replicas' dtype, when there is one).",
+)  # fmt: skip
 @json_option
 @click.pass_obj
 def bench(context, file, model_uid, concurrency, docs, doc_tokens, warmup, duration, max_requests, queries,
-          cache_size, keep_alive, as_json):  # fmt: skip
+          cache_size, keep_alive, in_process, as_json):  # fmt: skip
     """Load a deployed reranker for a bounded time; report latency p50/p95/p99 and throughput.
 
     Requests go out with the API key (never the admin login) and are not retried: every failure
@@ -457,7 +461,8 @@ def bench(context, file, model_uid, concurrency, docs, doc_tokens, warmup, durat
     else:
         session = context.session()
     workload = Workload(docs, doc_tokens, concurrency, duration, max_requests, queries, warmup=warmup)
-    document = bench_model(session, model_uid, workload, cache_size, keep_alive, _bench_progress(duration)).as_dict()
+    report = bench_model(session, model_uid, workload, cache_size, keep_alive, _bench_progress(duration), in_process)
+    document = report.as_dict()
     if sys.stderr.isatty():
         click.echo(err=True)
     emit_json(document) if as_json else click.echo(bench_text(document))
@@ -593,6 +598,8 @@ def tune(context, file, budget, trial_duration, concurrency, docs, doc_tokens, w
     workload = Workload(docs, doc_tokens, concurrency, trial_duration, warmup=warmup)
     tuning = run(session, target.settings, workload, budget, progress)
     if tuning.best is None:
+        if as_json:
+            emit_json({"model_uid": target.settings.uid, **tuning.as_dict()})
         raise XrerankError("no trial finished without errors; see the failures above")
     if not no_write:
         write_best(file, tuning.best.setting)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ledger
-from .client import Reranker
+from .demo import is_random_model
 from .doctor import FAIL, Finding, launch_preflight, preflight
 from .errors import BadInput, Conflict, ExitCode, ServerError, TimedOut, XrerankError
 from .files import file_name, held_lock, read_json, write_json_atomically
@@ -26,6 +26,7 @@ from .modeldir import NotOurs, inspect_model_dir, purge, read_complete_manifest
 from .plan import DONE, REFUSED, Desired, Observed, Step, launch_step, plan, refused
 from .records import Instance, LaunchSettings
 from .server import Xinference, check_launch_settings, threads_per_replica
+from .serving import open_client
 from .session import Session
 from .spec import build_spec, check_spec_document, spec_differences
 from .target import Target
@@ -250,15 +251,11 @@ def verify_model(
     max_tokens = registration.max_tokens if registration else None
     replicas = server.replicas(model_uid)
     reference = (
-        Reference(model_dir, max_tokens, dtype or _recorded_dtype(session, instance), any(r.gpu_idx for r in replicas))
+        Reference(model_dir, max_tokens, dtype or served_dtype(session, instance), any(r.gpu_idx for r in replicas))
         if readable and model_dir is not None
         else None
     )
-    from .demo import is_random_model
-
-    with Reranker(
-        server.endpoint, model_uid, timeout=session.timeout, credentials=session.data_credentials()
-    ) as client:
+    with open_client(session, model_uid) as client:
         return run_suites(
             client,
             suite,
@@ -270,7 +267,8 @@ def verify_model(
         )
 
 
-def _recorded_dtype(session: Session, instance: Instance) -> str:
+def served_dtype(session: Session, instance: Instance) -> str:
+    """The replicas' dtype as xrerank launched them: float16 if all of them run fp16, else float32."""
     tunings = ledger.launched_with(session.home, session.endpoint, instance).values()
     return "float16" if tunings and all(t and t.get("use_fp16") for t in tunings) else "float32"
 

@@ -84,7 +84,8 @@ def bench_text(document: dict) -> str:
 
     lines = [
         f"{document['model_uid']} on {document['endpoint']}: {workload['concurrency']} callers, "
-        f"{workload['docs']} documents of {workload['doc_tokens']} words, {document['elapsed_s']:.1f} s",
+        f"{workload['docs']} documents of {workload['doc_tokens']} words, {document['elapsed_s']:.1f} s "
+        f"after {workload['warmup']:g} s of warm-up",
         f"  answered    {document['answered']} of {document['requests']} ({document['errors']} errors)",
         f"  latency     p50 {ms(latency['p50'])}   p95 {ms(latency['p95'])}   p99 {ms(latency['p99'])}",
         f"  throughput  {document['requests_per_s']:.1f} requests/s, {document['pairs_per_s']:.0f} pairs/s",
@@ -95,13 +96,22 @@ def bench_text(document: dict) -> str:
             f"  cache       {cache['hit_rate']:.1%} of pairs hit, {cache['answered_from_cache']} requests answered "
             f"from it (p50 {ms(cache['hit_p50_ms'])}), {cache['entries']}/{cache['max_entries']} entries"
         )
+    if "in_process" in document:
+        limit = document["in_process"]
+        rates = ", ".join(f"batch {k}: {v:.0f}" for k, v in limit["pairs_per_s"].items())
+        lines.append(
+            f"  in process  {limit['device']}, {limit['dtype']}: {rates} pairs/s; "
+            f"served = {limit['served_vs_best']:.2f}x the best"
+        )
     lines += [f"  error       {count} x {reason}" for reason, count in document["error_reasons"].items()]
     return "\n".join(lines)
 
 
 def tune_text(tuning) -> str:
-    header = ("replicas", "threads", "batch", "interval", "pairs/s", "req/s", "p50 ms", "p95 ms", "errors")
-    lines = ["  " + "".join(f"{name:>9}" for name in header)]
+    header = ("replicas", "threads", "batch", "interval", "per GPU", "docs/req", "pairs/s", "req/s", "p50 ms",
+              "p95 ms", "errors")  # fmt: skip
+    compare = tuning.in_process is not None
+    lines = ["  " + "".join(f"{name:>9}" for name in header) + ("  vs in-process" if compare else "")]
     for trial in tuning.trials:
         mark = "*" if trial is tuning.best else " "
         setting = "".join(f"{column:>9}" for column in trial.setting.columns())
@@ -110,11 +120,23 @@ def tune_text(tuning) -> str:
             continue
         result = trial.result.as_dict()
         latency = result["latency_ms"]
+        ratio = f"{trial.vs_in_process:15.2f}x" if trial.vs_in_process is not None else ""
         lines.append(
             f"{mark} {setting}{result['pairs_per_s']:>9.0f}{result['requests_per_s']:>9.1f}"
-            f"{latency['p50'] or 0:>9.1f}{latency['p95'] or 0:>9.1f}{result['errors']:>9}"
+            f"{latency['p50'] or 0:>9.1f}{latency['p95'] or 0:>9.1f}{result['errors']:>9}{ratio}"
         )
-    lines.append("  (- : Xinference's default; * : the best, written into the file)")
+    workload = tuning.workload
+    lines.append(
+        f"  ({workload.concurrency} callers, {workload.docs} documents of {workload.doc_tokens} words, "
+        f"{workload.warmup:g} s warm-up then {workload.duration:g} s each; - : the default; * : the best)"
+    )
+    if compare:
+        limit = tuning.in_process
+        rates = ", ".join(f"batch {k}: {v:.0f}" for k, v in limit.pairs_per_second.items())
+        lines.append(f"  in process on {limit.device}, {limit.dtype}: {rates} pairs/s")
+    if tuning.best is not None and tuning.best.setting.chunk_size:
+        lines.append(f"  clients: send at most {tuning.best.setting.chunk_size} documents per request "
+                     f"(xrerank.client.Reranker(chunk_size={tuning.best.setting.chunk_size}))")  # fmt: skip
     if tuning.skipped:
         lines.append(f"  not tried within the budget: {'; '.join(s.label() for s in tuning.skipped)}")
     return "\n".join(lines)
