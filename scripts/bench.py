@@ -69,11 +69,11 @@ def main() -> None:
             report = Report()
             client_overhead(session, seconds, report)
             concurrency(session, credentials, models["bench-demo"], cores, [int(n) for n in args.callers.split(",")],
-                        seconds / 2, 1 if args.quick else 3, report)  # fmt: skip
+                        seconds, 1 if args.quick else 3, report)  # fmt: skip
             served_vs_in_process(session, models, cores, seconds, report)
             configuration_matrix(session, cores, seconds)
             cache_hits(session, seconds, report)
-            start_up(session.endpoint, report)
+            start_up(session, report)
             gpu_limits(models, seconds)
             report.targets()
         finally:
@@ -188,7 +188,7 @@ def client_overhead(session, seconds: float, report: Report) -> None:
     session.server.terminate("bench-demo")
 
 
-def raw_loader(endpoint: str, key: str, bodies: list[bytes], callers: int, seconds: float, warmup: float = 1.0):
+def raw_loader(endpoint: str, key: str, bodies: list[bytes], callers: int, seconds: float, warmup: float):
     """The minimal loader: threads, http.client, bodies encoded in advance, a connection per request.
 
     Returns (requests/s, [latencies in s], errors) over the `seconds` after `warmup`."""
@@ -242,12 +242,14 @@ def concurrency(session, credentials: dict, demo_dir: Path, cores: int, levels: 
 
     replicas = min(2, cores)
     uid = launched(session, "bench-demo", "bench-demo", replicas, max(1, cores // replicas))
-    workload = Workload(docs=16, doc_tokens=64, duration=seconds, warmup=1.0)
+    # At 48 callers a request waits ~2 s: the warm-up must fill the queue before the window opens.
+    warmup = max(2.0, seconds / 3)
+    workload = Workload(docs=16, doc_tokens=64, duration=seconds, warmup=warmup)
     threads = max(1, cores // replicas)
     heading(
         f"2. the data plane under concurrency: demo model, {replicas} replicas x {threads} thread(s), "
         f"{workload.docs} documents of {workload.doc_tokens} words; {rounds} alternating round(s) of {seconds:g} s "
-        "after 1 s of warm-up at each level"
+        f"after {warmup:g} s of warm-up at each level"
     )
     key = session.data_credentials().api_key
     login = Credentials(username=credentials["username"], password=credentials["password"])
@@ -273,7 +275,8 @@ def concurrency(session, credentials: dict, demo_dir: Path, cores: int, levels: 
     def cli(callers: int) -> tuple[float, list[float], int]:
         done = subprocess.run(
             [str(VENV_BIN / "xrerank"), "--endpoint", session.endpoint, "bench", "--model-uid", uid, "--concurrency",
-             str(callers), "--duration", str(seconds), "--warmup", "1", "--docs", "16", "--doc-tokens", "64", "--json"],
+             str(callers), "--duration", str(seconds), "--warmup", str(warmup), "--docs", "16", "--doc-tokens", "64",
+             "--json"],
             capture_output=True, text=True,
         )  # fmt: skip
         answer = json.loads(done.stdout)
@@ -281,7 +284,7 @@ def concurrency(session, credentials: dict, demo_dir: Path, cores: int, levels: 
         return answer["requests_per_s"], [p50], answer["errors"]
 
     ways = {
-        "raw HTTP": lambda n: raw_loader(session.endpoint, key, bodies, n, seconds),
+        "raw HTTP": lambda n: raw_loader(session.endpoint, key, bodies, n, seconds, warmup),
         "xrerank client": lambda n: client(n, Credentials(api_key=key)),
         "xrerank bench": cli,
     }
@@ -471,14 +474,15 @@ def cache_hits(session, seconds: float, report: Report) -> None:
     session.server.terminate("bench-demo")
 
 
-def start_up(endpoint: str, report: Report) -> None:
+def start_up(session, report: Report) -> None:
     heading("6. start-up: median wall time of 5 runs")
     xrerank, xinference = str(VENV_BIN / "xrerank"), shutil.which("xinference", path=str(VENV_BIN))
+    endpoint, key = session.endpoint, session.data_credentials().api_key
     commands = {
         "xrerank --help": [xrerank, "--help"],
         "xinference --help": [xinference, "--help"],
-        "xrerank status": [xrerank, "--endpoint", endpoint, "status"],
-        "xinference list": [xinference, "list", "--endpoint", endpoint],
+        "xrerank status": [xrerank, "--endpoint", endpoint, "--api-key", key, "status"],
+        "xinference list": [xinference, "list", "--endpoint", endpoint, "--api-key", key],
     }
     timings = {}
     for name, command in commands.items():

@@ -51,7 +51,7 @@ def pytest_collection_modifyitems(items):
     def rank(item) -> int:
         if "cluster" in item.fixturenames:
             return 0
-        return 1 if {"xinference", "open_server"} & set(item.fixturenames) else 2
+        return 1 if {"xinference", "open_server", "open_host", "installed_wheel"} & set(item.fixturenames) else 2
 
     file_rank: dict[Path, int] = {}
     for item in items:
@@ -79,8 +79,23 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+# Every CLI run of this test process, for the secret scan: (args, stdout, stderr, asked for a key).
+OUTPUTS: list[tuple[tuple[str, ...], str, str, bool]] = []
+SESSION_SERVER: dict[str, Server] = {}
+_KEY_FORMATS = ("env", "dify", "ragflow")  # connect's formats made to hold a key
+
+
+def _asks_for_a_key(args: tuple[str, ...]) -> bool:
+    if "keys" in args and "create" in args:
+        return True
+    if "connect" not in args:
+        return False
+    chosen = args[args.index("--format") + 1] if "--format" in args[:-1] else "text"
+    return "--show-key" in args or chosen in _KEY_FORMATS
+
+
 class Cli:
-    """Runs xrerank in-process with stdout and stderr apart."""
+    """Runs xrerank in-process with stdout and stderr apart; every run is kept for the secret scan."""
 
     def __init__(self) -> None:
         try:
@@ -91,7 +106,10 @@ class Cli:
     def __call__(self, *args: str, input: str | bytes | None = None):
         from xrerank.cli import cli
 
-        return self._runner.invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
+        args = tuple(str(a) for a in args)
+        result = self._runner.invoke(cli, list(args), input=input, catch_exceptions=False)
+        OUTPUTS.append((args, result.stdout, result.stderr, _asks_for_a_key(args)))
+        return result
 
     def json(self, *args: str, input: str | bytes | None = None):
         result = self(*args, "--json", input=input)
@@ -104,6 +122,60 @@ class Cli:
 @pytest.fixture
 def run() -> Cli:
     return Cli()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_secret_in_any_output():
+    """After each test file: no key or password of the shared server in any output that did not ask for
+    one (never on stderr), nor in the server's logs."""
+    start = len(OUTPUTS)
+    yield
+    server = SESSION_SERVER.get("server")
+    if server is None or len(OUTPUTS) == start:
+        return
+    secrets = server.secrets()
+    for args, stdout, stderr, asked in OUTPUTS[start:]:
+        for secret in secrets:
+            assert secret not in stderr, f"a secret on stderr of xrerank {' '.join(args)}"
+            assert asked or secret not in stdout, f"a secret on stdout of xrerank {' '.join(args)}"
+    for log in [server.directory / "xinference.log", *(server.directory / "home" / "logs").glob("*.log")]:
+        text = log.read_text(errors="replace")
+        assert not [secret for secret in secrets if secret in text], f"a secret in {log}"
+
+
+@pytest.fixture(scope="session")
+def installed_wheel(tmp_path_factory) -> Path:
+    """xrerank built as a wheel and installed, without -e, into a fresh virtualenv outside the checkout.
+
+    Its third-party packages come from this environment (a .pth line: no download), so only
+    xrerank's own files are the wheel's; the console scripts are written as pip writes them."""
+    import subprocess
+    import sys
+    import sysconfig
+
+    repo = Path(__file__).resolve().parent.parent
+    build = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w",
+                    str(build), str(repo)], check=True)  # fmt: skip
+    wheel = next(build.glob("xrerank-*.whl"))
+    venv = build / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    site = Path(
+        subprocess.check_output(
+            [str(venv / "bin" / "python"), "-c", "import site; print(site.getsitepackages()[0])"], text=True
+        ).strip()
+    )  # noqa: E501
+    (site / "zz-third-party.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)],
+                   check=True)  # fmt: skip
+    for script in ("xinference-local",):  # the server's entry point, as its own wheel would install it
+        source = Path(sys.executable).with_name(script).read_text().splitlines()
+        (venv / "bin" / script).write_text("\n".join([f"#!{venv / 'bin' / 'python'}", *source[1:]]) + "\n")
+        (venv / "bin" / script).chmod(0o755)
+    imported = subprocess.check_output([str(venv / "bin" / "python"), "-c", "import xrerank; print(xrerank.__file__)"],
+                                       text=True, cwd=build)  # fmt: skip
+    assert imported.startswith(str(site)), f"xrerank came from {imported}, not the wheel"
+    return venv
 
 
 @pytest.fixture(scope="session")
@@ -160,6 +232,11 @@ class Server:
         c = self.credentials
         return Xinference(self.endpoint, Credentials(username=c["username"], password=c["password"]))
 
+    def secrets(self) -> set[str]:
+        """The admin password and every key on the server (each revealed by the admin)."""
+        server = self.admin()
+        return {self.credentials["password"], *(server.reveal_key(key.id) for key in server.api_keys())}
+
     def audit(self, after: float = 0.0) -> list[dict]:
         """The server's own audit log (one entry per authenticated request), from the epoch time `after`."""
         from datetime import datetime, timezone
@@ -182,6 +259,7 @@ def xinference(tmp_path_factory) -> Server:
     assert started
     try:
         credentials = json.loads((directory / local.CREDENTIALS_FILE).read_text())
-        yield Server(server.endpoint, credentials, directory)
+        SESSION_SERVER["server"] = Server(server.endpoint, credentials, directory)
+        yield SESSION_SERVER["server"]
     finally:
         local.stop(directory)

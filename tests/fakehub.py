@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,10 +22,14 @@ _NOT_FOUND = {"Code": 10010205001, "Data": None, "Message": "模型不存在", "
 
 
 class FakeHub:
-    def __init__(self, repos: dict[str, Path], corrupt: set[str] | None = None) -> None:
+    def __init__(
+        self, repos: dict[str, Path], corrupt: set[str] | None = None, cut_once: set[str] | None = None
+    ) -> None:
         self.repos = {repo_id: Path(path) for repo_id, path in repos.items()}
         self.corrupt = set(corrupt or ())
+        self.cut_once = set(cut_once or ())  # served halfway the first time, then the connection drops
         self.requests: list[tuple[str, str]] = []
+        self.ranges: list[tuple[str, str | None]] = []  # (file, Range header) of every file request
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -94,12 +99,15 @@ class FakeHub:
                     )
                 if rest == ["repo"] and "FilePath" in query:
                     data = hub._body(repo_id, query["FilePath"])
-                    return self._json(404, _NOT_FOUND) if data is None else self._bytes(data)
+                    hub.ranges.append((query["FilePath"], self.headers.get("Range")))
+                    cut = query["FilePath"] in hub.cut_once
+                    hub.cut_once.discard(query["FilePath"])
+                    return self._json(404, _NOT_FOUND) if data is None else self._bytes(data, cut)
                 if not rest:
                     return self._json(200, {"Code": 200, "Data": {"Name": parts[4]}, "Success": True})
                 return self._json(404, _NOT_FOUND)
 
-            def _bytes(self, data: bytes) -> None:
+            def _bytes(self, data: bytes, cut: bool = False) -> None:
                 start = 0
                 ranged = self.headers.get("Range", "")
                 if ranged.startswith("bytes=") and ranged[6:].split("-")[0].isdigit():
@@ -116,6 +124,12 @@ class FakeHub:
                 self.send_header("Content-Length", str(len(data) - start))
                 self.send_header("Content-Type", "application/octet-stream")
                 self.end_headers()
+                if cut:
+                    self.wfile.write(data[start : start + (len(data) - start) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 self.wfile.write(data[start:])
 
             def _json(self, status: int, document: dict) -> None:

@@ -83,3 +83,45 @@ def test_relative_weights_dir_starts_at_the_file(tmp_path):
 def test_default_weights_dir_is_under_xrerank_home(tmp_path):
     deployment, base = load_deployment(_write(tmp_path, VALID))
     assert weights_dir(deployment, base, Path("/h")) == Path("/h/models/demo-x")
+
+
+def test_shipped_hugging_face_config():
+    deployment, _ = load_deployment(CONFIGS / "bge-reranker-v2-m3-hf.yaml")
+    weights = deployment.weights
+    assert (weights.source, weights.model_id, weights.revision) == ("huggingface", "BAAI/bge-reranker-v2-m3", "main")
+
+
+def test_replicas_per_gpu_sets_the_replica_count_and_repeats_each_gpu():
+    from xrerank.target import resolve
+
+    text = (CONFIGS / "bge-reranker-v2-m3-gpu.yaml").read_text()
+    deployment, base = _load_text(
+        text.replace("  replica: 2\n", "").replace("  # replicas_per_gpu: 2", "  replicas_per_gpu: 2")
+    )
+    assert deployment.launch.replica == 4
+    assert resolve(deployment, base, Path("/h")).settings.gpu_idx == (0, 0, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "launch, message",
+    [
+        ("replicas_per_gpu: 2", "replicas_per_gpu needs gpu_idx"),
+        ("{replicas_per_gpu: 2, gpu_idx: [0, 0]}", "list each GPU once"),
+        ("{replicas_per_gpu: 2, gpu_idx: [0, 1], replica: 3}", "replica 3 contradicts 2 GPU"),
+    ],
+)
+def test_replicas_per_gpu_that_cannot_hold_is_refused(tmp_path, launch, message):
+    text = f"version: 1\nweights: {{source: demo}}\nregistration: {{model_name: x}}\nlaunch: {launch}\n"
+    if not launch.startswith("{"):
+        text = f"version: 1\nweights: {{source: demo}}\nregistration: {{model_name: x}}\nlaunch:\n  {launch}\n"
+    with pytest.raises(BadInput, match=message):
+        load_deployment(_write(tmp_path, text))
+
+
+def _load_text(text: str):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "d.yaml"
+        path.write_text(text)
+        return load_deployment(path)

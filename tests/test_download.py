@@ -59,3 +59,16 @@ def test_a_corrupted_file_fails_and_leaves_nothing_that_looks_complete(run, hub_
     assert result.exit_code == 0, result.stderr
     assert read_complete_manifest(target) is not None
     assert sha256_of(target / "model.safetensors") == sha256_of(hub_repo / "model.safetensors")
+
+
+def test_an_interrupted_download_resumes_from_its_incomplete_file_with_a_range_request(run, hub_repo, tmp_path):
+    target = tmp_path / "weights"
+    with FakeHub({DEMO_REPO: hub_repo}, cut_once={"model.safetensors"}) as hub:
+        result = run("download", DEMO_REPO, "--local-dir", target, "--hub-endpoint", hub.url)
+        assert result.exit_code == 1 and "run it again to resume" in result.stderr
+        assert read_complete_manifest(target) is None
+        result = run("download", DEMO_REPO, "--local-dir", target, "--hub-endpoint", hub.url)
+        assert result.exit_code == 0, result.stderr
+        resumed = [byte_range for name, byte_range in hub.ranges if name == "model.safetensors"][-1]
+    assert resumed is not None and resumed.startswith("bytes=") and resumed != "bytes=0-"
+    assert sha256_of(target / "model.safetensors") == sha256_of(hub_repo / "model.safetensors")

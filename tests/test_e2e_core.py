@@ -6,6 +6,7 @@ download (real modelscope client, fake hub) -> spec -> register -> launch --repl
 
 import itertools
 import json
+import time
 
 import pytest
 from conftest import DEMO_REPO
@@ -94,6 +95,15 @@ def test_served_scores_equal_the_in_process_cross_encoder(pipeline, xinference):
     assert all(DOCUMENTS[item["index"]] == item["document"] for item in answer["results"])
 
 
+def _replica_cpu_seconds(uid: str) -> list[float]:
+    import psutil
+
+    replicas = [
+        p for p in psutil.process_iter(["cmdline"]) if " ".join(p.info["cmdline"] or []).startswith(f"Model: {uid}-rep")
+    ]
+    return [sum(p.cpu_times()[:2]) for p in sorted(replicas, key=lambda p: " ".join(p.info["cmdline"]))]
+
+
 def test_ten_thousand_documents_are_split_and_merged_into_the_single_calls_ranking(pipeline, xinference):
     import random
 
@@ -104,7 +114,9 @@ def test_ten_thousand_documents_are_split_and_merged_into_the_single_calls_ranki
     with Reranker(xinference.endpoint, UID, api_key=key, timeout=120, chunk_size=20_000) as whole:
         single = whole.rerank("What is the capital of France?", documents)
     with Reranker(xinference.endpoint, UID, api_key=key, timeout=120) as chunked:
+        before = _replica_cpu_seconds(UID)
         merged = chunked.rerank("What is the capital of France?", documents)
+        spent = [after - start for start, after in zip(before, _replica_cpu_seconds(UID), strict=True)]
         top = chunked.rerank("What is the capital of France?", documents, top_n=10)
     assert len(merged) == len(single) == 10_000
     single_scores = {r.index: r.score for r in single}
@@ -115,6 +127,22 @@ def test_ten_thousand_documents_are_split_and_merged_into_the_single_calls_ranki
     assert all(earlier >= later - 1e-5 for earlier, later in itertools.pairwise(by_single))
     assert [r.index for r in top] == [r.index for r in merged[:10]]
     assert all(documents[r.index] == r.document for r in merged[:100])
+    # 40 chunks, 4 at a time: both replicas scored a fair share of them
+    assert len(spent) == 2 and min(spent) > 0.25 * max(spent), spent
+
+
+def test_a_launch_that_misses_its_deadline_is_exit_4_and_says_so(pipeline, xinference):
+    result = pipeline["run"](
+        *xinference.admin_args, "launch", "--model-name", MODEL_NAME, "--model-uid", "deadline-try", "--wait", "1",
+        "--skip-preflight",
+    )  # fmt: skip
+    try:
+        assert result.exit_code == 4 and "not ready before the deadline" in result.stderr
+        assert result.stderr.count("error:") == 1
+    finally:
+        server = xinference.admin()
+        server.wait_until_ready("deadline-try", 1, time.monotonic() + 120)  # it went on loading: stop it
+        server.terminate("deadline-try")
 
 
 def test_top_n_and_docs_from_stdin(pipeline, xinference):
@@ -175,7 +203,7 @@ def test_another_replica_count_for_a_running_uid_is_refused(pipeline, xinference
     result = pipeline["run"](
         *xinference.admin_args, "launch", "--model-name", MODEL_NAME, "--model-uid", UID, "--replica", "1"
     )
-    assert result.exit_code == 1 and "replicas: running 2, wanted 1" in result.stderr
+    assert result.exit_code == 1 and f"xrerank scale --model-uid {UID} 1" in result.stderr
 
 
 def test_an_api_key_may_rerank_but_not_register(pipeline, xinference):

@@ -147,18 +147,17 @@ def test_a_model_relaunched_outside_xrerank_is_not_taken_as_deployed(run, admin,
         server.terminate("demo-outside")
 
 
-def test_another_replica_count_is_refused_then_replaced(run, admin, xinference, tmp_path):
+def test_another_replica_count_is_scaled_in_place_without_replace(run, admin, xinference, tmp_path):
+    created = xinference.admin().instance(UID).created_ts
     one_replica = _variant(tmp_path, replica=1)
-    result = run(*admin, "deploy", one_replica)
-    assert result.exit_code == 1
-    assert "replicas: running 2, wanted 1" in result.stderr and "--replace" in result.stderr
-    dry = run(*admin, "deploy", one_replica, "--dry-run")
-    assert dry.exit_code == 1 and "refused" in dry.stdout and "replicas: running 2, wanted 1" in dry.stderr
-    assert len(xinference.admin().replicas(UID)) == 2
-    result, answer = run.json(*admin, "deploy", one_replica, "--replace")
+    result, planned = run.json(*admin, "deploy", one_replica, "--dry-run")
+    launch = next(step for step in planned["plan"] if step["step"] == "launch")
+    assert result.exit_code == 0 and launch["detail"] == "scale 2 -> 1 replicas in place"
+    result, answer = run.json(*admin, "deploy", one_replica)
     assert result.exit_code == 0, result.stderr
-    assert answer["carried_out"] == ["launch", "verify"]
-    assert [r.status for r in xinference.admin().replicas(UID)] == ["READY"]
+    assert answer["carried_out"] == ["scale", "verify"]
+    instance = xinference.admin().instance(UID)
+    assert [r.status for r in instance.replicas] == ["READY"] and instance.created_ts == created
 
 
 def test_a_deploy_killed_midway_is_finished_by_the_next_run(run, admin, xinference, home, tmp_path):
@@ -188,6 +187,29 @@ def test_a_deploy_killed_midway_is_finished_by_the_next_run(run, admin, xinferen
     assert answer["carried_out"][-1] == "verify" and answer["verification"]["passed"]
     assert [r.status for r in server.replicas("demo-killed")] == ["READY", "READY"]
     assert run(*admin, "terminate", "--model-uid", "demo-killed").exit_code == 0
+
+
+def test_ctrl_c_during_a_deploy_is_exit_130_and_the_next_run_resumes(run, admin, xinference, home, tmp_path):
+    interrupted = _variant(tmp_path, model_uid="demo-interrupted", replica=1)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "xrerank", "deploy", str(interrupted)],
+        env=_cli_env(xinference, home), stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    server = xinference.admin()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # the launch is under way
+        instance = server.instance("demo-interrupted")
+        if instance is not None and instance.replicas:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130 and "interrupted: run the same command again to resume" in stderr
+    assert "Traceback" not in stderr
+    result, answer = run.json(*admin, "deploy", interrupted)
+    assert result.exit_code == 0, result.stderr
+    assert answer["carried_out"][-1] == "verify" and answer["verification"]["passed"]
+    assert run(*admin, "terminate", "--model-uid", "demo-interrupted").exit_code == 0
 
 
 def test_destroy_leaves_no_registration_and_no_instance(run, admin, xinference, home):
@@ -247,23 +269,38 @@ def test_the_server_home_and_its_secrets_are_private(xinference):
         assert oct((xinference.directory / name).stat().st_mode)[-3:] == "600", name
 
 
-def test_up_demo_starts_a_server_deploys_and_shows_a_ranking(run, tmp_path, monkeypatch):
+def test_up_demo_from_the_built_wheel_outside_the_checkout(installed_wheel, tmp_path):
+    """What `pipx install 'xrerank[server]'` gives: the wheel (configs inside it), run from elsewhere."""
+    import tempfile
+
     from conftest import free_port
 
-    monkeypatch.setenv("XRERANK_HOME", str(tmp_path / "up-home"))
+    home, elsewhere = tmp_path / "up-home", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    user_home = tempfile.mkdtemp(prefix="xr-home-")  # short: xoscar's sockets live under $HOME/.xoscar
+    env = {"PATH": "/usr/bin:/bin", "HOME": user_home, "XRERANK_HOME": str(home), "HF_HUB_OFFLINE": "1",
+           "TQDM_DISABLE": "1"}  # fmt: skip
+    xrerank = installed_wheel / "bin" / "xrerank"
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(xrerank), *map(str, args)], cwd=elsewhere, env=env, capture_output=True, text=True,
+                              timeout=600)  # fmt: skip
+
     port = free_port()
     try:
         result = run("up", "--demo", "--port", port)
-        assert result.exit_code == 0, result.stderr
+        assert result.returncode == 0, result.stderr[-3000:]
         assert f"deployed {UID} on http://127.0.0.1:{port}" in result.stdout
         assert "sample ranking" in result.stdout and "meaningless" in result.stdout
-        credentials = json.loads((tmp_path / "up-home" / "server" / "credentials.json").read_text())
-        assert credentials["password"] not in result.stdout + result.stderr
-        server_log = (tmp_path / "up-home" / "server" / "xinference.log").read_text(errors="replace")
-        assert credentials["password"] not in server_log and credentials["api_key"] not in server_log
-        assert oct((tmp_path / "up-home" / "server" / "credentials.json").stat().st_mode)[-3:] == "600"
-        again = run("up", "--demo", "--port", port)
-        assert again.exit_code == 0 and "(unchanged)" in again.stdout
+        assert "xrerank connect" in result.stdout  # the way to hand it to an app
+        credentials = json.loads((home / "server" / "credentials.json").read_text())
+        server_log = (home / "server" / "xinference.log").read_text(errors="replace")
+        for secret in (credentials["password"], credentials["api_key"]):
+            assert secret not in result.stdout + result.stderr and secret not in server_log
+        assert oct((home / "server" / "credentials.json").stat().st_mode)[-3:] == "600"
+        again = run("up", "--demo", "--port", port, "--json")
+        assert again.returncode == 0 and json.loads(again.stdout)["changed"] is False
+        assert credentials["api_key"] not in again.stdout
     finally:
         assert run("down").stdout.strip() == "stopped"
     assert run("down").stdout.strip() == "not running"

@@ -115,6 +115,12 @@ def test_cached_scores_are_the_servers_and_a_relaunch_is_a_new_identity(admin, x
 
 def test_tune_writes_the_best_settings_and_leaves_the_server_as_it_was(run, admin, deployment, xinference, tmp_path):
     before = sorted(m.uid for m in xinference.admin().models())
+    # What a tune killed mid-trial leaves: its scratch instance running. The next tune removes it first.
+    from xrerank.records import LaunchSettings
+
+    leftover = LaunchSettings("perf-bge-reranker", f"{UID}-tune", device="cpu")
+    xinference.admin().launch(leftover, threads=1)
+    xinference.admin().wait_until_ready(leftover.uid, 1, time.monotonic() + 180)
     tuned = tmp_path / "tuned.yaml"
     tuned.write_text(deployment.read_text())
     args = ("--budget", "10", "--trial-duration", "1", "--warmup", "1", "--concurrency", "2")

@@ -54,16 +54,37 @@ def test_a_failed_launch_is_launched_again():
     assert dict(states(plan(DESIRED, observed(instance=failed, replicas=[], verified=False))))["launch"] == TODO
 
 
-def test_another_replica_count_is_refused_with_the_difference():
+def test_another_replica_count_is_scaled_in_place_without_replace():
     one = Instance("demo", "demo-x", "READY", 1, 100, tuple(READY[:1]))
     launch = plan(DESIRED, observed(instance=one, replicas=READY[:1]))[3]
-    assert (launch.state, launch.detail) == (REFUSED, "demo is running differently: replicas: running 1, wanted 2")
+    assert (launch.state, launch.action, launch.detail) == (TODO, "scale", "scale 1 -> 2 replicas in place")
+    assert not launch.replace
 
 
-def test_replace_turns_the_refusal_into_a_relaunch():
-    one = Instance("demo", "demo-x", "READY", 1, 100, tuple(READY[:1]))
-    launch = plan(DESIRED, observed(instance=one, replicas=READY[:1]), replace=True)[3]
-    assert (launch.state, launch.replace) == (TODO, True)
+def test_settings_new_replicas_cannot_carry_need_replace_and_state_the_outage():
+    desired = Desired("demo-x", "/w", "demo", 2, SPEC, tuning=TUNED)
+    refused = plan(desired, observed(tuning={**TUNED, "use_fp16": True}))[3]
+    assert refused.state == REFUSED and "terminate and launch (demo does not answer while it restarts" in refused.detail
+    relaunch = plan(desired, observed(tuning={**TUNED, "use_fp16": True}), replace=True)[3]
+    assert (relaunch.state, relaunch.action, relaunch.replace) == (TODO, "relaunch", True)
+
+
+def test_replicas_lost_with_their_worker_are_healed_and_all_lost_is_a_relaunch():
+    lost = Replica(1, "demo-rep1", "UNREACHABLE", "10.0.0.9:1", created_ts=1)
+    heal = plan(DESIRED, observed(replicas=[READY[0], lost]))[3]
+    assert (heal.state, heal.action, heal.replace) == (TODO, "heal", False)
+    assert heal.detail.startswith("heal: remove 1 lost replica(s) (#1 UNREACHABLE on 10.0.0.9:1), add 1")
+    gone = Replica(0, "demo-rep0", "TERMINATED", "10.0.0.9:1", created_ts=1)
+    restore = plan(DESIRED, observed(replicas=[gone, lost]))[3]
+    assert (restore.action, restore.replace) == ("restore", True)
+
+
+def test_another_placement_rolls_with_replace():
+    desired = Desired("demo-x", "/w", "demo", 2, SPEC, worker_ip="10.0.0.2")
+    refused = plan(desired, observed())[3]
+    assert refused.state == REFUSED and "roll: replace replicas one at a time" in refused.detail
+    rolled = plan(desired, observed(), replace=True)[3]
+    assert (rolled.state, rolled.action) == (TODO, "roll")
 
 
 def test_another_spec_is_refused_and_replacing_it_relaunches_the_model():
@@ -78,6 +99,7 @@ def test_placement_on_another_worker_is_a_difference():
     desired = Desired("demo-x", "/w", "demo", 2, SPEC, worker_ip="10.0.0.2")
     launch = plan(desired, observed())[3]
     assert launch.state == REFUSED and "placement: replicas on 127.0.0.1:1, wanted 10.0.0.2" in launch.detail
+    assert plan(Desired("demo-x", "/w", "demo", 2, SPEC, worker_ip="127.0.0.1"), observed())[3].state == DONE
 
 
 def test_gpu_indexes_are_compared_and_may_repeat():
@@ -107,7 +129,7 @@ def test_threads_and_batching_the_instance_was_launched_with_are_compared():
     launched = {**TUNED, "threads_per_replica": 2, "batch_interval": None}
     refusal = plan(desired, observed(tuning=launched))[3]
     assert refusal.state == REFUSED
-    assert refusal.detail.endswith("threads_per_replica: running 2, wanted 1; batch_interval: running None, wanted 0.0")
+    assert "threads_per_replica: running 2, wanted 1; batch_interval: running None, wanted 0.0" in refusal.detail
     assert plan(desired, observed(tuning=launched), replace=True)[3].state == TODO
     assert plan(desired, observed(tuning=TUNED))[3].state == DONE
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -71,6 +72,16 @@ def test_purge_never_follows_a_listed_file_out_of_the_directory(tmp_path):
     (weights / MANIFEST).write_text(json.dumps(manifest))
     purge(weights)
     assert outside.read_text() == "not yours"
+
+
+def test_purge_never_touches_a_local_source_even_one_with_a_manifest(run, tmp_path, demo_model):
+    local = tmp_path / "mine"
+    shutil.copytree(demo_model, local)  # a directory xrerank once wrote, now the user's `local` source
+    path = tmp_path / "local.yaml"
+    path.write_text(f"version: 1\nweights: {{source: local, dir: {local}}}\nregistration: {{model_name: mine-x}}\n")
+    result = run("--endpoint", f"http://127.0.0.1:{free_port()}", "destroy", path, "--purge-weights")
+    assert result.exit_code == 2 and "never purged" in result.stderr
+    assert sorted(os.listdir(local)) == sorted(os.listdir(demo_model))
 
 
 # --- weights are written only into a new, empty or xrerank directory -------------------------------

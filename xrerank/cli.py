@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from .connect import RECIPES
 from .errors import BadInput, ExitCode, XrerankError
 from .render import (
     bench_text,
@@ -22,7 +23,7 @@ from .render import (
     status_text,
     tune_text,
 )
-from .session import DEFAULT_ENDPOINT, Options
+from .session import API_KEY_ENV, DEFAULT_ENDPOINT, Options
 
 
 class Context:
@@ -106,7 +107,7 @@ def _deadline(wait_for: float, legacy_wait: float | None) -> float:
     show_envvar=True,
     help=f"Xinference REST API (default {DEFAULT_ENDPOINT}, or the deployment file's).",
 )
-@click.option("--api-key", envvar="XRERANK_API_KEY", show_envvar=True, help="API key (query and rerank only).")
+@click.option("--api-key", envvar=API_KEY_ENV, show_envvar=True, help="API key (query and rerank only).")
 @click.option("--username", envvar="XRERANK_USERNAME", show_envvar=True, help="User for admin operations.")
 @click.option("--password", envvar="XRERANK_PASSWORD", show_envvar=True, help="That user's password.")
 @click.option(
@@ -311,6 +312,31 @@ def _parse_gpu_idx(text: str | None) -> tuple[int, ...]:
     if any(index < 0 for index in indexes):
         raise BadInput(f"--gpu-idx {text!r}: GPU indexes cannot be negative")
     return indexes
+
+
+@cli.command()
+@click.option("--model-uid", required=True, help="The running model.")
+@click.argument("replicas", type=click.IntRange(min=1))
+@wait_option(600, "for the new replicas to be READY")
+@json_option
+@click.pass_obj
+def scale(context, model_uid, replicas, wait_for, legacy_wait, as_json):
+    """Add or remove replicas of a running model in place; it keeps answering throughout.
+
+    New replicas run with the launch settings of an existing one. A removed replica is drained
+    first (up to 10 s, where its worker's metrics are known); xrerank's client retries the rest.
+
+    \b
+        xrerank scale --model-uid bge-reranker 3
+    """
+    from .replicas import scale as run
+
+    session = context.session()
+    started = time.monotonic()
+    outcome = run(session, model_uid, replicas, _deadline(wait_for, legacy_wait), progress)
+    seconds = time.monotonic() - started
+    document = {"model_uid": model_uid, "replica": replicas, "outcome": outcome, "seconds": round(seconds, 1)}
+    _done(document, as_json, f"{model_uid}: {outcome}, {replicas} replica(s) ({seconds:.1f}s)")
 
 
 @cli.command()
@@ -666,6 +692,119 @@ def doctor(context, file, as_json):
         click.echo(f"verdict: {verdict}")
     if verdict == FAIL:
         sys.exit(ExitCode.FAILED)
+
+
+# --- handing the service to apps ---------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model-uid", help="The deployed model (default: FILE's, else the only rerank model running).")
+@click.option(
+    "--format", "form", type=click.Choice(list(RECIPES)),
+    default="text", show_default=True, help="What to print: the facts, env lines, or a paste-ready recipe.",
+)  # fmt: skip
+@click.option("--new-key", metavar="APP", help="Create a key for this app (limited to the model) and use it.")
+@click.option("--key", "key_name", metavar="APP", help="Use the key created before for this app.")
+@click.option("--show-key", is_flag=True, help="Print the key itself where the format would hide it.")
+@json_option
+@click.pass_obj
+def connect(context, file, model_uid, form, new_key, key_name, show_key, as_json):
+    """Print what an app needs to call the reranker: URLs, model uid, key, per consumer.
+
+    Code recipes read the key from $XRERANK_API_KEY; `--format env` prints that line. A key is
+    printed only by the formats made to hold it (env, dify, ragflow) or with --show-key.
+
+    \b
+        eval "$(xrerank connect --new-key my-rag-app --format env)"; xrerank connect --format python
+    """
+    from .connect import describe, prints_key, recipe
+    from .local import default_server_dir, inspect_server_process
+    from .serving import rerank_target
+
+    if new_key and key_name:
+        raise BadInput("give --new-key APP or --key APP, not both")
+    if file is not None:
+        target, session = context.target(file)
+        model_uid = model_uid or target.settings.uid
+    else:
+        session = context.session()
+    model_uid = rerank_target(session, model_uid)[0]
+    embedded = inspect_server_process(default_server_dir())
+    app_url = embedded.advertised_endpoint if embedded and embedded.serves(session.endpoint) else None
+    connection = describe(session, model_uid, new_key, key_name, app_url)
+    if as_json:
+        emit_json(connection.as_dict(show_key))
+        return
+    if prints_key(form, connection, show_key):
+        progress(f"note: this output holds the API key of {connection.key_note}; keep it out of logs")
+    click.echo(recipe(connection, form, show_key))
+
+
+@cli.group("keys")
+def keys_group():
+    """API keys for apps: one per app, query and rerank only, revocable at once (a user login is needed)."""
+
+
+@keys_group.command("create")
+@click.argument("app")
+@click.option("--model-uid", "model_uids", multiple=True, help="Limit the key to this model (repeatable).")
+@json_option
+@click.pass_obj
+def keys_create(context, app, model_uids, as_json):
+    """Create a key for APP; it is printed once, here, and never again by xrerank.
+
+    \b
+        xrerank keys create my-rag-app --model-uid bge-reranker
+    """
+    from .keys import create_app_key
+
+    key, secret = create_app_key(context.session().server, app, tuple(model_uids))
+    progress("note: the key is shown once; store it now (or see it again with `xrerank connect --key APP`)")
+    scope = ", ".join(key.models) or "every model"
+    _done({"app": app, "name": key.name, "prefix": key.prefix, "models": list(key.models), "api_key": secret},
+          as_json, f"{secret}\n({key.name}: query and rerank on {scope})")  # fmt: skip
+
+
+@keys_group.command("list")
+@json_option
+@click.pass_obj
+def keys_list(context, as_json):
+    """The apps' keys: name, prefix, on or revoked, the models they may use (never the secrets).
+
+    \b
+        xrerank keys list --json
+    """
+    from .keys import APP_PREFIX, app_keys
+
+    keys = app_keys(context.session().server)
+    rows = [{"app": k.name.removeprefix(APP_PREFIX), "prefix": k.prefix, "enabled": k.enabled,
+             "models": list(k.models)} for k in keys]  # fmt: skip
+    if as_json:
+        emit_json({"keys": rows})
+        return
+    for row in rows:
+        state = "on" if row["enabled"] else "revoked"
+        click.echo(f"{row['app']:<24} {row['prefix']}…  {state:<8} {', '.join(row['models']) or 'every model'}")
+    if not rows:
+        click.echo("no app keys; create one with: xrerank keys create APP")
+
+
+@keys_group.command("revoke")
+@click.argument("app")
+@json_option
+@click.pass_obj
+def keys_revoke(context, app, as_json):
+    """Revoke APP's key at once (it is disabled: a client still sending it is refused per key and
+    does not get its address banned).
+
+    \b
+        xrerank keys revoke my-rag-app
+    """
+    from .keys import revoke_app_key
+
+    outcome = revoke_app_key(context.session().server, app)
+    _done({"app": app, "outcome": outcome}, as_json, f"{app}: {outcome}")
 
 
 # --- the embedded local server -------------------------------------------------------------------

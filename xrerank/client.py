@@ -37,7 +37,17 @@ _RETRIED_STATUSES = (502, 503, 504)
 # It keeps such a replica in its rotation for ~20 s; the next request goes to another replica.
 # "Remote server ... closed" (xoscar's ServerClosed): the worker died while the request was in
 # flight. Scoring has no side effect, so sending it again is safe.
-_DEAD_REPLICA = ("Connect call failed", "Connection refused", "[Errno 111]", "Remote server")
+# "is in stopping state" and xoscar's "Error when sending message": a replica being removed (scale
+# down, heal, roll), which Xinference keeps routing to until it is gone, ~0.5 s. Again the next
+# request goes elsewhere.
+_DEAD_REPLICA = (
+    "Connect call failed",
+    "Connection refused",
+    "[Errno 111]",
+    "Remote server",
+    "stopping state",
+    "Error when sending message",
+)
 
 
 def _worth_retrying(error: XrerankError) -> bool:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import ledger
+from . import ledger, replicas
 from .demo import is_random_model
 from .doctor import FAIL, Finding, launch_preflight, preflight
 from .errors import BadInput, Conflict, ExitCode, ServerError, TimedOut, XrerankError
@@ -95,27 +95,35 @@ def launch_model(
     instance = server.instance(uid)
     outcome = "launched"
     if instance is not None and not instance.failed:
-        replicas = server.replicas(uid, check_reachable=True)
+        running = server.replicas(uid, check_reachable=True)
         desired = Desired(
             settings.model_name, "", uid, settings.replica, gpu_idx=settings.gpu_idx,
             worker_ip=settings.worker_ip, tuning=settings.tuning(),
         )  # fmt: skip
         observed = Observed(
-            True, instance=instance, replicas=replicas,
+            True, instance=instance, replicas=running,
             launched_with=ledger.launched_with(session.home, server.endpoint, instance),
         )  # fmt: skip
         step = launch_step(desired, observed, replace)
         if step.state == REFUSED:
             raise Conflict(f"{step.detail}; terminate it first, or use deploy --replace")
+        if step.action == "heal":
+            progress(step.detail)
+            return replicas.heal(session, desired, deadline, progress)
+        if step.action in ("scale", "roll"):
+            raise Conflict(
+                f"{uid} runs {len(running)} replica(s) and launch does not change a running model: "
+                f"`xrerank scale --model-uid {uid} {settings.replica}` or `xrerank deploy FILE` ({step.detail})"
+            )
         if step.state == DONE:
-            if all(r.ready for r in replicas) and len(replicas) >= settings.replica:
+            if all(r.ready for r in running) and len(running) >= settings.replica:
                 return "unchanged"
             _wait(server, settings, deadline, progress)
             _record(session, settings)
             return "resumed"
         progress(f"terminating {uid} to relaunch it: {step.detail}")
         server.terminate(uid)
-        outcome = "restored" if step.detail.startswith("restore") else "relaunched"
+        outcome = "restored" if step.action == "restore" else "relaunched"
     threads = cpu_threads(server, settings)
     progress(f"launching {uid}: {settings.replica} replica(s)" + (f", {threads} thread(s) each" if threads else ""))
     ledger.record_pending(session.home, server.endpoint, uid, settings.tuning())
@@ -249,9 +257,9 @@ def verify_model(
     model_dir = Path(registration.model_uri) if registration and registration.model_uri else None
     readable = model_dir is not None and (model_dir / "config.json").is_file()
     max_tokens = registration.max_tokens if registration else None
-    replicas = server.replicas(model_uid)
+    running = server.replicas(model_uid)
     reference = (
-        Reference(model_dir, max_tokens, dtype or served_dtype(session, instance), any(r.gpu_idx for r in replicas))
+        Reference(model_dir, max_tokens, dtype or served_dtype(session, instance), any(r.gpu_idx for r in running))
         if readable and model_dir is not None
         else None
     )
@@ -259,7 +267,7 @@ def verify_model(
         return run_suites(
             client,
             suite,
-            replicas=max(instance.replica, len(replicas)),
+            replicas=max(instance.replica, len(running)),
             reference=reference,
             max_tokens=max_tokens,
             demo=is_random_model(registration.model_id if registration else None),
@@ -373,7 +381,8 @@ def _deploy(
     session: Session, target: Target, deadline: float, replace: bool, progress: Progress, preflight_checks: bool
 ) -> DeployResult:
     server = session.server
-    steps = plan(*observe(session, target), replace=replace)
+    desired, observed = _observe_settled(session, target, deadline, progress)
+    steps = plan(desired, observed, replace=replace)
     result = DeployResult(steps, [], None, target.settings.uid, server.endpoint)
     _raise_if_refused(steps)
     if preflight_checks and any(s.state != DONE for s in steps if s.name in ("register", "launch", "wait")):
@@ -398,13 +407,49 @@ def _deploy(
         progress("register: " + by_name["register"].detail)
         register_model(server, spec, persist=target.deployment.registration.persist, replace=replace)
         result.carried_out.append("register")
-    if by_name["launch"].state != DONE or by_name["wait"].state != DONE:
-        outcome = launch_model(session, target.settings, deadline, progress, replace=by_name["launch"].replace)
+    launch = by_name["launch"]
+    if launch.action in ("scale", "heal", "roll"):
+        progress(f"{launch.action}: {launch.detail}")
+        _change_in_place(session, desired, launch.action, deadline, progress)
+        result.carried_out.append(launch.action)
+    elif launch.state != DONE or by_name["wait"].state != DONE:
+        outcome = launch_model(session, target.settings, deadline, progress, replace=launch.replace)
         result.carried_out.append("launch" if outcome != "resumed" else "wait")
     if by_name["verify"].state != DONE:
         result.verification = _verify_and_stamp(session, target, spec, progress)
         result.carried_out.append("verify")
     return result
+
+
+def _observe_settled(session: Session, target: Target, deadline: float, progress: Progress) -> tuple[Desired, Observed]:
+    """What the server holds, once it can say: while a worker that just died is still on its books,
+    the supervisor answers 500 to anything that asks every worker (~20 s, until it notices)."""
+    said = False
+    while True:
+        try:
+            return observe(session, target)
+        except ServerError as exc:
+            if not worker_lost(exc) or time.monotonic() > deadline:
+                raise
+            if not said:
+                progress(f"a worker does not answer the supervisor ({exc}); waiting until it drops the worker")
+                said = True
+            time.sleep(2.0)
+
+
+def worker_lost(error: ServerError) -> bool:
+    return any(marker in str(error) for marker in ("Connect call failed", "Connection refused", "[Errno 111]"))
+
+
+def _change_in_place(session: Session, desired: Desired, action: str, deadline: float, progress: Progress) -> None:
+    """Scale, heal or roll a running model: it keeps answering; then wait for every replica."""
+    if action == "scale":
+        replicas.scale(session, desired.uid, desired.replica, deadline, progress, desired)
+    elif action == "heal":
+        replicas.heal(session, desired, deadline, progress)
+    else:
+        replicas.roll(session, desired, deadline, progress)
+    session.server.wait_until_ready(desired.uid, desired.replica, deadline)
 
 
 def ensure_weights(target: Target, deadline: float, progress: Progress = _quiet) -> None:

@@ -188,7 +188,7 @@ _PROBE_UID = "xrerank-doctor-probe-no-such-model"
 def server_findings(server: Xinference, needs_admin: bool) -> tuple[list[Finding], list[Worker]]:
     """Reachability, version, auth, what the credentials may do, and the workers."""
     from .errors import ServerError, Unreachable
-    from .http import Refused
+    from .http import Banned, Refused
 
     try:
         auth = server.auth_enabled()  # the one endpoint that answers without credentials
@@ -199,6 +199,9 @@ def server_findings(server: Xinference, needs_admin: bool) -> tuple[list[Finding
         version = server.version()
     except Refused:
         version = None
+    except Banned as exc:
+        evidence, _, fix = str(exc).partition("; the ban ends")
+        return findings + [Finding("server", "ban", FAIL, evidence, "the ban ends" + fix)], []
     if version is None:
         findings.append(Finding("server", "version", WARN, "not visible to these credentials", "give a user login"))
     elif version != KNOWN_GOOD["xinference"]:

@@ -199,9 +199,11 @@ class Api:
         status = response.status_code
         if status == 429 and "banned" in reason.lower():
             return Banned(
-                f"{self.endpoint} refused {method} {path}: {reason} Xinference bans an address after repeated "
-                "failed keys or tokens (by default 10 in 300 s, for 3600 s); the ban ends on its own or when "
-                "the server restarts, or an admin lifts it from another address (see `xrerank doctor`)"
+                f"{self.endpoint} banned this address: {reason} Xinference bans an address after repeated failed "
+                "keys or tokens (a stale key in some app on this machine?); the ban ends on its own (by default "
+                "an hour after it began; a minute on servers xrerank starts) or when the server restarts; "
+                "`xrerank server unban` lifts it on the embedded server, or an admin can call "
+                "POST /v1/admin/security/unban-ip from another address"
             )
         if status in (401, 403):
             hint = (

@@ -49,6 +49,17 @@ def record_launch(
     write_json_atomically(path, {"instance_created_ts": instance.created_ts, "replicas": known})
 
 
+def prune(home: Path, endpoint: str, instance: Instance) -> None:
+    """Drop the records of replicas the instance no longer has (removed, or lost with their worker)."""
+    path = _path(home, endpoint, instance.uid, "launch")
+    record = read_json(path) or {}
+    if record.get("instance_created_ts") != instance.created_ts:
+        return
+    current = {replica_key(r) for r in instance.replicas}
+    record["replicas"] = {key: value for key, value in record.get("replicas", {}).items() if key in current}
+    write_json_atomically(path, record)
+
+
 def launched_with(home: Path, endpoint: str, instance: Instance | None) -> dict[str, dict | None]:
     """Each replica's recorded tuning (key: replica_key), None for a replica xrerank did not launch.
 

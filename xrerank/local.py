@@ -58,6 +58,11 @@ class LocalServer:
     host: str  # what it listens on
     auth: bool
     started: float  # the process's start time, to tell it from a later process with the same pid
+    metrics_port: int | None = None  # its worker's Prometheus exporter, on 127.0.0.1
+
+    @property
+    def metrics_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics" if self.metrics_port else None
 
     @property
     def endpoint(self) -> str:
@@ -96,6 +101,7 @@ def _recorded(directory: Path) -> LocalServer | None:
             str(recorded.get("host", "127.0.0.1")),
             bool(recorded["auth"]),
             float(recorded["started"]),
+            int(recorded["metrics_port"]) if recorded.get("metrics_port") else None,
         )
     except (KeyError, TypeError, ValueError):
         return None
@@ -165,8 +171,9 @@ def start(
     env["XINFERENCE_AUTH_ADVANCED"] = "1" if auth else "0"
     log = os.open(directory / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     log_start = os.lseek(log, 0, os.SEEK_END)
+    metrics_port = _free_port()
     process = subprocess.Popen(
-        [executable, "--host", host, "--port", str(port)],
+        [executable, "--host", host, "--port", str(port), "-MH", "127.0.0.1", "-mp", str(metrics_port)],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=log,
@@ -174,12 +181,10 @@ def start(
         start_new_session=True,  # its own process group, so stop() reaches the model processes too
     )
     os.close(log)
-    server = LocalServer(directory, process.pid, port, host, auth, _create_time(process.pid) or time.time())
-    write_json_atomically(
-        directory / STATE_FILE,
-        {"pid": server.pid, "port": port, "host": host, "auth": auth, "started": server.started},
-        mode=0o600,
-    )
+    started = _create_time(process.pid) or time.time()
+    server = LocalServer(directory, process.pid, port, host, auth, started, metrics_port)
+    state = {"pid": server.pid, "port": port, "host": host, "auth": auth, "started": started}
+    write_json_atomically(directory / STATE_FILE, {**state, "metrics_port": metrics_port}, mode=0o600)
     try:
         _wait_until_answering(server, process, time.monotonic() + timeout)
         if auth:
@@ -357,6 +362,12 @@ def _not_ours(server: LocalServer) -> str | None:
     if "xinference-local" not in command or f"--port {server.port}" not in command:
         return f"its command line is {command[:80]!r}"
     return None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _port_in_use(port: int) -> bool:

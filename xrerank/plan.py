@@ -1,7 +1,14 @@
 """The deploy planner. Pure: what the deployment wants + what is observed -> the steps, in order.
 
-Every step is "to do", "already so", or "refused" (a change the server cannot take in place,
-shown with the difference, unless the caller allows a replacement).
+Every step is "to do", "already so", or "refused" (a change that needs --replace, shown with the
+difference). The launch step says how a running model is changed, most gentle first:
+  scale    another replica count: replicas added or removed in place (no --replace needed);
+  heal     replicas lost with their worker: those removed, new ones added, the healthy kept;
+  roll     another placement or other GPUs (--replace): a new replica added, then an old one
+           removed, one at a time, so the uid keeps answering;
+  relaunch what new replicas cannot carry (another spec, threads, batching, fp16, env: Xinference
+           4.1 gives an added replica the launch settings of an existing one): terminate and
+           launch, the uid gone for ~20 s (--replace), said in the plan.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ class Step:
     state: str
     detail: str
     replace: bool = False
+    action: str = ""  # the launch step's: launch, relaunch, restore, scale, heal or roll
 
 
 def plan(desired: Desired, observed: Observed, replace: bool = False) -> list[Step]:
@@ -94,24 +102,76 @@ def _register(desired: Desired, observed: Observed, replace: bool) -> Step:
 
 
 def launch_step(desired: Desired, observed: Observed, replace: bool, register_replaced: bool = False) -> Step:
-    """Is `desired.uid` running as wanted ("already so"), to launch, to relaunch, or refused?"""
+    """Is `desired.uid` running as wanted ("already so"), or how is it to be changed (see the module doc)?"""
     instance = observed.instance
     if instance is None or instance.failed:
-        return Step("launch", TODO, f"launch {desired.uid} with {desired.replica} replica(s)")
+        return Step("launch", TODO, f"launch {desired.uid} with {desired.replica} replica(s)", action="launch")
+    healthy = [r for r in observed.replicas if not r.lost]
     lost = [r for r in observed.replicas if r.lost]
-    if lost:
-        # Not a change of the desired state but damage to repair: no --replace needed.
+    if lost and not healthy:
         where = ", ".join(r.describe() for r in lost)
-        return Step("launch", TODO, f"restore: {len(lost)} of {len(observed.replicas)} replicas lost ({where})", True)
-    differences = _instance_differences(desired, instance, observed.replicas)
-    differences += tuning_differences(desired.tuning, observed.launched_with)
+        return Step("launch", TODO, f"restore: all {len(lost)} replicas lost ({where}); launch again", True, "restore")
+    # A TERMINATED entry is a leftover the supervisor keeps listing; it takes no traffic.
+    if any(r.status != "TERMINATED" for r in lost) or (lost and len(healthy) < desired.replica):
+        # Damage to repair, not a change of the desired state: no --replace needed.
+        where = ", ".join(r.describe() for r in lost)
+        return Step(
+            "launch", TODO,
+            f"heal: remove {len(lost)} lost replica(s) ({where}), add {max(0, desired.replica - len(healthy))}; "
+            f"the {len(healthy)} healthy one(s) stay",
+            action="heal",
+        )  # fmt: skip
+    kept = tuning_differences(desired.tuning, observed.launched_with)
+    if instance.model_name != desired.model_name:
+        kept.insert(0, f"model: running {instance.model_name!r}, wanted {desired.model_name!r}")
     if register_replaced:
-        differences.append("the registration changes, so the running model must be relaunched")
-    if not differences:
-        return Step("launch", DONE, f"{desired.uid} runs {desired.model_name} with {desired.replica} replica(s)")
-    if replace:
-        return Step("launch", TODO, "relaunch: " + "; ".join(differences), replace=True)
-    return Step("launch", REFUSED, f"{desired.uid} is running differently: " + "; ".join(differences))
+        kept.append("the registration changes")
+    placement = placement_differences(desired, healthy)
+    count = len(healthy) != desired.replica
+    if kept:
+        outage = f"{desired.uid} does not answer while it restarts, ~20 s"
+        detail = "; ".join(kept + placement) + f": new replicas cannot carry this, so terminate and launch ({outage})"
+        if replace:
+            return Step("launch", TODO, "relaunch: " + detail, replace=True, action="relaunch")
+        return Step("launch", REFUSED, f"{desired.uid} is running differently: " + detail)
+    if placement:
+        detail = "; ".join(placement) + f"; roll: replace replicas one at a time, {desired.uid} answering throughout"
+        if count:
+            detail += f" (and scale {len(healthy)} -> {desired.replica})"
+        if replace:
+            return Step("launch", TODO, "roll: " + detail, replace=True, action="roll")
+        return Step("launch", REFUSED, f"{desired.uid} is running differently: " + detail)
+    if count:
+        return Step("launch", TODO, f"scale {len(healthy)} -> {desired.replica} replicas in place", action="scale")
+    return Step("launch", DONE, f"{desired.uid} runs {desired.model_name} with {desired.replica} replica(s)")
+
+
+def placement_differences(desired: Desired, replicas: list[Replica]) -> list[str]:
+    """Replicas on another worker, or on other GPUs, than the deployment wants."""
+    differences = []
+    if desired.gpu_idx:
+        running_gpus = sorted(i for r in replicas for i in r.gpu_idx)
+        wanted = sorted(wanted_gpus(desired, len(replicas)))
+        if running_gpus != wanted:
+            differences.append(f"GPUs: running {running_gpus}, wanted {wanted}")
+    if desired.worker_ip:
+        elsewhere = sorted({r.worker or "?" for r in replicas if not on_worker(r.worker, desired.worker_ip)})
+        if elsewhere:
+            differences.append(f"placement: replicas on {', '.join(elsewhere)}, wanted {desired.worker_ip}")
+    return differences
+
+
+def wanted_gpus(desired: Desired, replicas: int) -> list[int]:
+    """The GPU indexes `replicas` replicas would hold: the deployment's pattern, one share per replica."""
+    return [index for chunk in gpu_shares(desired)[:replicas] for index in chunk]
+
+
+def gpu_shares(desired: Desired) -> list[tuple[int, ...]]:
+    """Each replica's GPUs, as Xinference splits gpu_idx: replica i gets the i-th equal share."""
+    if not desired.gpu_idx:
+        return []
+    size = max(1, len(desired.gpu_idx) // desired.replica)
+    return [tuple(desired.gpu_idx[start : start + size]) for start in range(0, len(desired.gpu_idx), size)]
 
 
 def tuning_differences(wanted: dict, launched_with: dict[str, dict | None]) -> list[str]:
@@ -127,27 +187,10 @@ def tuning_differences(wanted: dict, launched_with: dict[str, dict | None]) -> l
     return differences
 
 
-def _instance_differences(desired: Desired, instance: Instance, replicas: list[Replica]) -> list[str]:
-    differences = []
-    if instance.model_name != desired.model_name:
-        differences.append(f"model: running {instance.model_name!r}, wanted {desired.model_name!r}")
-    if instance.replica != desired.replica:
-        differences.append(f"replicas: running {instance.replica}, wanted {desired.replica}")
-    if desired.gpu_idx:
-        running_gpus = sorted(i for r in replicas for i in r.gpu_idx)
-        if running_gpus != sorted(desired.gpu_idx):
-            differences.append(f"GPUs: running {running_gpus}, wanted {sorted(desired.gpu_idx)}")
-    if desired.worker_ip:
-        elsewhere = sorted({r.worker or "?" for r in replicas if not on_worker(r.worker, desired.worker_ip)})
-        if elsewhere:
-            differences.append(f"placement: replicas on {', '.join(elsewhere)}, wanted {desired.worker_ip}")
-    return differences
-
-
 def _wait(desired: Desired, observed: Observed, launch: Step) -> Step:
     if launch.state != DONE:
         return Step("wait", TODO, f"wait until all {desired.replica} replicas are READY")
-    states = [r.status for r in observed.replicas]
+    states = [r.status for r in observed.replicas if r.status != "TERMINATED"]  # leftovers take no traffic
     ready = sum(r.ready for r in observed.replicas)
     if ready >= desired.replica and len(states) == ready:
         return Step("wait", DONE, f"{ready}/{desired.replica} replicas READY")

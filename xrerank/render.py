@@ -47,9 +47,10 @@ def status_text(status: dict) -> str:
     for worker in status["workers"]:
         memory = f"{(worker['mem_available'] or 0) / 2**30:.1f}/{(worker['mem_total'] or 0) / 2**30:.1f} GiB free"
         replicas = ", ".join(worker["replicas"]) or "no replicas"
+        per_gpu = ", ".join(f"GPU {gpu}: {count}" for gpu, count in sorted(worker["replicas_per_gpu"].items()))
         lines.append(
             f"worker    {worker['address']}  {worker['cpu_count']} cores  {memory}  "
-            f"{worker['gpu_count']} GPUs  {replicas}"
+            f"{worker['gpu_count']} GPUs  {replicas}" + (f"  (replicas per GPU: {per_gpu})" if per_gpu else "")
         )
     totals = status["totals"]
     if totals["workers"] > 1:
@@ -67,9 +68,19 @@ def status_text(status: dict) -> str:
         )
         for replica in model["replicas"]:
             error = f"  {replica['error']}" if replica["error"] else ""
-            lines.append(f"            #{replica['id']} {replica['status']:<10} on {replica['worker']}{error}")
+            gpus = f" GPU {','.join(map(str, replica['gpu_idx']))}" if replica["gpu_idx"] else ""
+            settings = replica.get("settings")
+            launched = f"  launched with {_settings(settings)}" if settings else ""
+            lines.append(
+                f"            #{replica['id']} {replica['status']:<10} on {replica['worker']}{gpus}{error}{launched}"
+            )
     lines.append("healthy" if status["healthy"] else "UNHEALTHY: " + "; ".join(status["problems"]))
     return "\n".join(lines)
+
+
+def _settings(tuning: dict) -> str:
+    shown = {key: value for key, value in tuning.items() if value not in (None, {}, False)}
+    return ", ".join(f"{key} {value}" for key, value in shown.items()) or "the defaults"
 
 
 def _clip(text: str, width: int) -> str:

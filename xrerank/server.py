@@ -16,7 +16,17 @@ from urllib.parse import quote
 
 from .errors import BadInput, ServerError, TimedOut
 from .http import Api, Credentials
-from .records import FAILED_STATES, READY, UNREACHABLE, Instance, LaunchSettings, Model, Registration, Replica, Worker
+from .records import (
+    CREATING,
+    FAILED_STATES,
+    UNREACHABLE,
+    Instance,
+    LaunchSettings,
+    Model,
+    Registration,
+    Replica,
+    Worker,
+)
 
 
 def check_launch_settings(settings: LaunchSettings) -> None:
@@ -206,6 +216,48 @@ class Xinference:
     def terminate(self, model_uid: str) -> None:
         self.api.delete(f"/v1/models/{quote(model_uid, safe='')}")
 
+    def add_replica(
+        self, model_uid: str, worker_ip: str | None = None, gpu_idx: tuple[int, ...] = (), timeout: float = 600.0
+    ) -> Replica:
+        """One more replica of a running model; Xinference answers once it is READY (and routes to it
+        only then). It runs with the launch settings of an existing replica: the placement and the
+        GPUs are all that a new replica can change."""
+        body: dict = {"replica": 1}
+        if worker_ip or gpu_idx:
+            device: dict = {"n_gpu": len(gpu_idx) if gpu_idx else 0, "gpu_idx": list(gpu_idx) or None}
+            if worker_ip:
+                device["worker_ip"] = worker_ip
+            body["replica_config"] = {"devices": [device]}
+        added = self.api.post(f"/v1/models/{quote(model_uid, safe='')}/replicas", json=body, timeout=timeout)
+        found = [r for r in self.replicas(model_uid) if r.id == int(added["replica_id"])]
+        return found[0] if found else Replica(int(added["replica_id"]), added.get("replica_model_uid"), "READY")
+
+    def requests_in_flight(self, replica: Replica, metrics_url: str | None) -> int | None:
+        """How many requests `replica` is serving, from its worker's Prometheus gauge
+        `xinference:model_serve_count`; None when the worker's exporter is not known or not read."""
+        if not metrics_url or not replica.uid:
+            return None
+        import re
+
+        import requests
+
+        base, _, index = replica.uid.rpartition("-rep")
+        try:
+            text = requests.get(metrics_url, timeout=2).text
+        except requests.RequestException:
+            return None
+        pattern = re.compile(r"^xinference:model_serve_count\{([^}]*)\}\s+([0-9.eE+-]+)", re.MULTILINE)
+        for labels, value in pattern.findall(text):
+            if f'model_uid="{base}"' in labels and f'replica_index="{index}"' in labels:
+                return int(float(value))
+        return 0  # not served yet: the gauge appears with the replica's first request
+
+    def remove_replica(self, model_uid: str, replica_id: int) -> int:
+        """Stop one replica; returns how many remain. Xinference does not drain it: the requests it is
+        serving fail (500, retried by xrerank's client), and routing forgets it ~0.5 s later."""
+        answer = self.api.delete(f"/v1/models/{quote(model_uid, safe='')}/replicas/{int(replica_id)}")
+        return int((answer or {}).get("remaining_replicas", 0))
+
     def wait_until_ready(
         self,
         model_uid: str,
@@ -223,12 +275,13 @@ class Xinference:
                 replicas = []
             states = [entry.status for entry in replicas]
             on_progress(states)
+            ready = [entry for entry in replicas if entry.ready]
+            if len(ready) >= replica and not any(state == CREATING for state in states):
+                return ready  # a TERMINATED leftover of a worker that died does not hold this up
             failed = [entry for entry in replicas if entry.status in FAILED_STATES]
-            if failed:
+            if failed and (failed[0].status == "ERROR" or len(replicas) - len(failed) < replica):
                 reason = failed[0].error or failed[0].status
                 raise ServerError(f"replica {failed[0].id} of {model_uid} failed: {reason}")
-            if len(replicas) >= replica and all(state == READY for state in states):
-                return replicas
             if not replicas:
                 self._raise_if_launch_failed(model_uid)
             if time.monotonic() >= deadline:
@@ -258,6 +311,10 @@ class Xinference:
         answer = self.api.get("/v1/admin/keys")
         entries = answer.get("keys", answer.get("data", [])) if isinstance(answer, dict) else answer
         return [_api_key(entry) for entry in entries]
+
+    def reveal_key(self, key_id: int) -> str:
+        """An existing key's secret (Xinference keeps keys encrypted, and shows them to an admin)."""
+        return self.api.get(f"/v1/admin/keys/{key_id}/reveal")["key"]
 
     def disable_key(self, key_id: int) -> None:
         # Disabled, not deleted: a client still sending it is then refused per key, and does not

@@ -21,6 +21,7 @@ from .http import Credentials, parse_endpoint
 from .server import Xinference
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:9997"
+API_KEY_ENV = "XRERANK_API_KEY"  # the key's variable for the CLI, the integrations and connect's recipes
 
 
 @dataclass
@@ -55,6 +56,13 @@ class Session:
     def source_address(self) -> str | None:
         return self.server.api.source_address
 
+    def metrics_url(self, worker: str | None) -> str | None:
+        """The Prometheus exporter of `worker`, where xrerank knows it: the embedded server's."""
+        from .local import default_server_dir, inspect_server_process
+
+        embedded = inspect_server_process(default_server_dir())
+        return embedded.metrics_url if embedded is not None and embedded.serves(self.endpoint) else None
+
     def data_credentials(self) -> Credentials:
         """An API key for rerank traffic: the one given, else one xrerank keeps for this user."""
         if self._data is None:
@@ -70,7 +78,14 @@ class Session:
 
 
 def endpoint_of(options: Options, deployment: object = None) -> str:
-    return parse_endpoint(options.endpoint or getattr(deployment, "endpoint", None) or DEFAULT_ENDPOINT)
+    """flag/env var > the deployment file's > the embedded server, when it runs > the default."""
+    given = options.endpoint or getattr(deployment, "endpoint", None)
+    if given:
+        return parse_endpoint(given)
+    from .local import default_server_dir, inspect_server_process
+
+    embedded = inspect_server_process(default_server_dir())
+    return embedded.endpoint if embedded is not None else DEFAULT_ENDPOINT
 
 
 def credentials_for(options: Options, endpoint: str, deployment: object = None) -> Credentials:
