@@ -141,11 +141,25 @@ class HubSource(WeightSource):
             return None
 
     def snapshot(self, model_id: str, directory: Path, revision: str | None, endpoint: str | None) -> None:
+        """Every file of the model into `directory`, checked."""
+        raise NotImplementedError
+
+    def fetch_files(
+        self, model_id: str, directory: Path, revision: str | None, endpoint: str | None, patterns: list[str]
+    ) -> None:
+        """Only the files matching `patterns` into `directory`."""
         raise NotImplementedError
 
     def fetch_config(self, model_id: str, revision: str | None, endpoint: str | None) -> dict:
         """Only config.json, for sizing a deployment before its weights are downloaded."""
-        raise NotImplementedError
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as scratch:
+            self.fetch_files(model_id, Path(scratch), revision, endpoint, ["config.json"])
+            config = read_config_file(Path(scratch))
+        if config is None:
+            raise XrerankError(f"{model_id}@{revision} has no readable config.json")
+        return config
 
 
 def summary(exc: BaseException) -> str:

@@ -10,9 +10,7 @@ record of it, so the next run fetches it again.
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,22 +50,20 @@ class HuggingFace(HubSource):
         for sibling in info.siblings or []:
             _check_file(directory, sibling, model_id, endpoint or self.default_endpoint)
 
-    def fetch_config(self, model_id: str, revision: str | None, endpoint: str | None) -> dict:
+    def fetch_files(
+        self, model_id: str, directory: Path, revision: str | None, endpoint: str | None, patterns: list[str]
+    ) -> None:
         from huggingface_hub import snapshot_download
 
-        with tempfile.TemporaryDirectory() as scratch:
-            self._call(
-                lambda: snapshot_download(
-                    model_id, revision=revision, local_dir=scratch, endpoint=endpoint, allow_patterns=["config.json"]
-                ),
-                model_id,
-                revision,
-                endpoint,
-            )
-            config = Path(scratch) / "config.json"
-            if not config.is_file():
-                raise XrerankError(f"{model_id}@{revision} has no config.json")
-            return json.loads(config.read_text(encoding="utf-8"))
+        self._call(
+            lambda: snapshot_download(
+                model_id, revision=revision, local_dir=str(directory), endpoint=endpoint, allow_patterns=patterns,
+                tqdm_class=_quiet_tqdm(),
+            ),
+            model_id,
+            revision,
+            endpoint,
+        )  # fmt: skip
 
     def _call(self, call: Callable[[], Any], model_id: str, revision: str | None, endpoint: str | None) -> Any:
         """Run one huggingface_hub call; its errors become one line with our exit codes."""

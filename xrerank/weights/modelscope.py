@@ -7,10 +7,8 @@ manifest written last.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,30 +24,25 @@ class ModelScope(HubSource):
     example_model_id = "AI-ModelScope/bge-reranker-v2-m3"
 
     def snapshot(self, model_id: str, directory: Path, revision: str | None, endpoint: str | None) -> None:
+        # snapshot_download checks each file's sha256 against the hub's listing.
+        self.fetch_files(model_id, directory, revision, endpoint, [])
+
+    def fetch_files(
+        self, model_id: str, directory: Path, revision: str | None, endpoint: str | None, patterns: list[str]
+    ) -> None:
         if not sys.stderr.isatty():
             os.environ.setdefault("TQDM_DISABLE", "1")
         from modelscope import snapshot_download
 
         self._call(
-            lambda: snapshot_download(model_id, revision=revision, local_dir=str(directory), endpoint=endpoint),
+            lambda: snapshot_download(
+                model_id, revision=revision, local_dir=str(directory), endpoint=endpoint,
+                allow_patterns=patterns or None,
+            ),
             model_id,
             revision,
             endpoint,
-        )
-
-    def fetch_config(self, model_id: str, revision: str | None, endpoint: str | None) -> dict:
-        from modelscope import snapshot_download
-
-        with tempfile.TemporaryDirectory() as scratch:
-            self._call(
-                lambda: snapshot_download(
-                    model_id, revision=revision, local_dir=scratch, endpoint=endpoint, allow_patterns=["config.json"]
-                ),
-                model_id,
-                revision,
-                endpoint,
-            )
-            return json.loads((Path(scratch) / "config.json").read_text(encoding="utf-8"))
+        )  # fmt: skip
 
     def _call(self, call: Callable[[], object], model_id: str, revision: str | None, endpoint: str | None) -> None:
         """Run one modelscope call; its errors become one line with our exit codes."""
