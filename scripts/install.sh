@@ -43,11 +43,12 @@ else
 fi
 case "$choice" in
   cpu)
-    # The CPU build: from a local wheel or cache if one is there (no network), else from PyTorch's
-    # CPU index. Plain `pip install torch` on Linux takes the CUDA build from PyPI (~3 GB more).
+    # The CPU build: the wheel alone from a local wheelhouse or pip's cache if one is there (no
+    # network; its dependencies come with the next step), else from PyTorch's CPU index. Plain
+    # `pip install torch` on Linux takes the CUDA build from PyPI (~3 GB more).
     if [ -n "${XRERANK_INSTALL_PLAN:-}" ]; then
-      echo "+ ${pip[*]} --no-index torch==$TORCH_VERSION+cpu   || ${pip[*]} torch==$TORCH_VERSION+cpu --index-url $CPU_INDEX --extra-index-url https://pypi.org/simple"
-    elif ! "${pip[@]}" --no-index "torch==$TORCH_VERSION+cpu" 2>/dev/null; then
+      echo "+ ${pip[*]} --no-index --no-deps torch==$TORCH_VERSION+cpu   || ${pip[*]} torch==$TORCH_VERSION+cpu --index-url $CPU_INDEX --extra-index-url https://pypi.org/simple"
+    elif ! "${pip[@]}" --no-index --no-deps "torch==$TORCH_VERSION+cpu" 2>/dev/null; then
       "${pip[@]}" "torch==$TORCH_VERSION+cpu" --index-url "$CPU_INDEX" --extra-index-url https://pypi.org/simple
     fi
     torch_pin="torch==$TORCH_VERSION+cpu" ;;

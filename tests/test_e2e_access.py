@@ -64,6 +64,13 @@ def test_the_printed_url_is_the_one_other_hosts_use_and_it_answers(open_host):
     assert requests.get(f"http://127.0.0.2:{open_host['port']}/v1/cluster/auth", timeout=5).ok
 
 
+def test_the_client_with_no_key_uses_the_embedded_servers_own(here, open_host):
+    from xrerank.client import Reranker
+
+    with Reranker(f"http://127.0.0.1:{open_host['port']}", "demo-reranker") as client:  # no api_key=
+        assert len(client.rerank("What is AI?", ["AI is ...", "Apples are ..."])) == 2
+
+
 def _wrong_key_requests(port: int, count: int) -> list[int]:
     """An app with a stale key, from 127.0.0.1, as every local program shares it."""
     session = requests.Session()

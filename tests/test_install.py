@@ -26,7 +26,7 @@ def test_no_gpu_means_the_cpu_build_local_first_then_pytorchs_cpu_index(tmp_path
     plan = _plan(tmp_path)
     assert plan.returncode == 0, plan.stderr
     assert plan.stdout.splitlines()[0] == "torch: cpu"
-    assert "--no-index torch==2.13.0+cpu" in plan.stdout and "download.pytorch.org/whl/cpu" in plan.stdout
+    assert "--no-index --no-deps torch==2.13.0+cpu" in plan.stdout and "download.pytorch.org/whl/cpu" in plan.stdout
     assert "torch==2.13.0+cpu -e .[server,test]" in plan.stdout
 
 
