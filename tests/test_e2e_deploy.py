@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -129,6 +130,19 @@ def test_a_query_only_key_cannot_deploy_a_change_and_says_so_with_exit_3(run, ad
     result = run(*xinference.key_args, "deploy", _variant(tmp_path, model_uid="demo-key-only"))
     assert result.exit_code == 3 and "may not register or launch" in result.stderr, result.stderr
     assert xinference.admin().instance("demo-key-only") is None
+
+
+def test_two_replicas_sharing_gpu_0_go_through_deploy_to_the_servers_own_refusal(run, admin, xinference, tmp_path):
+    """No GPU here: the preflight says so, and past it the server refuses GPU 0 itself."""
+    shared = _variant(tmp_path, model_uid="demo-gpu")
+    text = re.sub(r"(?m)^  device: cpu.*$", "  device: auto\n  gpu_idx: [0, 0]", shared.read_text())
+    assert "gpu_idx: [0, 0]" in text
+    shared.write_text(text)
+    result = run(*admin, "deploy", shared)
+    assert result.exit_code == 1 and "preflight: gpu_idx: GPU indexes [0] do not exist" in result.stderr
+    result = run(*admin, "deploy", shared, "--skip-preflight", "--wait", "120")
+    assert result.exit_code == 1 and "cannot use the GPUs with these indexes: [0]" in result.stderr
+    assert xinference.admin().instance("demo-gpu") is None or xinference.admin().instance("demo-gpu").failed
 
 
 def test_a_model_relaunched_outside_xrerank_is_not_taken_as_deployed(run, admin, xinference, home, tmp_path):

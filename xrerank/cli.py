@@ -24,6 +24,7 @@ from .render import (
     tune_text,
 )
 from .session import API_KEY_ENV, DEFAULT_ENDPOINT, Options
+from .weights import HUBS
 
 
 class Context:
@@ -140,7 +141,7 @@ def cli(ctx, endpoint, api_key, username, password, timeout, debug):
 @cli.command()
 @click.argument("model_id")
 @click.option("--local-dir", type=click.Path(path_type=Path), required=True, help="A new or empty directory.")
-@click.option("--hub", type=click.Choice(["modelscope", "huggingface"]), default="modelscope", show_default=True)
+@click.option("--hub", type=click.Choice(HUBS), default=HUBS[0], show_default=True)
 @click.option("--revision", help="Branch, tag or commit (default: master on ModelScope, main on Hugging Face).")
 @click.option("--hub-endpoint", help="Hub URL (default: MODELSCOPE_ENDPOINT or HF_ENDPOINT, then the public hub).")
 @json_option
@@ -810,9 +811,16 @@ def keys_revoke(context, app, as_json):
 # --- the embedded local server -------------------------------------------------------------------
 
 
+def _server_dir(context: click.Context, parameter: click.Parameter, home: Path | None) -> Path:
+    from .local import default_server_dir
+
+    return home or default_server_dir()
+
+
 home_option = click.option(
     "--home",
     type=click.Path(file_okay=False, path_type=Path),
+    callback=_server_dir,
     help="Server directory (default $XRERANK_HOME/server).",
 )
 host_option = click.option(
@@ -841,10 +849,10 @@ def server_start(port, host, home, no_auth, wait_for, legacy_wait, as_json):
     \b
         xrerank server start --port 9997
     """
-    from .local import default_server_dir, start
+    from .local import start
 
     deadline = _deadline(wait_for, legacy_wait)
-    running, started = start(home or default_server_dir(), port, not no_auth, deadline - time.monotonic(), host)
+    running, started = start(home, port, not no_auth, deadline - time.monotonic(), host)
     _server_done(running, "started" if started else "already running", as_json)
 
 
@@ -857,9 +865,9 @@ def server_stop(home, as_json):
     \b
         xrerank server stop
     """
-    from .local import default_server_dir, stop
+    from .local import stop
 
-    outcome = stop(home or default_server_dir())
+    outcome = stop(home)
     _done({"outcome": outcome}, as_json, outcome)
 
 
@@ -872,9 +880,9 @@ def server_status(home, as_json):
     \b
         xrerank server status --json
     """
-    from .local import default_server_dir, inspect_server
+    from .local import inspect_server
 
-    found = inspect_server(home or default_server_dir())
+    found = inspect_server(home)
     if found.state == "running" and found.server is not None:
         _server_done(found.server, "running", as_json)
         return
@@ -892,9 +900,9 @@ def server_unban(home, as_json):
     \b
         xrerank server unban
     """
-    from .local import default_server_dir, unban
+    from .local import unban
 
-    lifted = unban(home or default_server_dir())
+    lifted = unban(home)
     _done({"unbanned": lifted}, as_json, f"lifted {lifted} ban(s)")
 
 
