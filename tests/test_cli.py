@@ -50,6 +50,15 @@ def test_help_lists_every_command_and_every_command_has_help_with_an_example(run
             assert "xrerank " in shown, f"{name} {sub.name}: no copy-pasteable example"
 
 
+def test_the_names_the_cli_loads_alone_match_the_librarys_own():
+    from xrerank.connect import RECIPES
+    from xrerank.defaults import CONNECT_FORMATS, HUBS
+    from xrerank.weights import SOURCES, source_for
+
+    assert tuple(RECIPES) == CONNECT_FORMATS
+    assert all(name in SOURCES and hasattr(source_for(name), "download") for name in HUBS)
+
+
 def test_the_cache_link_race_of_xinference_is_recognised_from_its_message():
     from xrerank.deploy import _lost_the_cache_link_race
     from xrerank.errors import ServerError

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .connect import RECIPES
+from .defaults import API_KEY_ENV, CONNECT_FORMATS, DEFAULT_ENDPOINT, HUBS
 from .errors import BadInput, ExitCode, XrerankError
 from .render import (
     bench_text,
@@ -23,14 +23,12 @@ from .render import (
     status_text,
     tune_text,
 )
-from .session import API_KEY_ENV, DEFAULT_ENDPOINT, Options
-from .weights import HUBS
 
 
 class Context:
     """What the group's options give every command."""
 
-    def __init__(self, options: Options, debug: bool) -> None:
+    def __init__(self, options, debug: bool) -> None:
         self.options = options
         self.debug = debug
 
@@ -132,6 +130,8 @@ def cli(ctx, endpoint, api_key, username, password, timeout, debug):
     Exit codes: 0 ok or already so, 1 failed, 2 bad input, 3 server unreachable or
     unauthorized, 4 timed out, 130 interrupted.
     """
+    from .session import Options
+
     ctx.obj = Context(Options(endpoint, api_key, username, password, timeout), debug)
 
 
@@ -702,7 +702,7 @@ def doctor(context, file, as_json):
 @click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--model-uid", help="The deployed model (default: FILE's, else the only rerank model running).")
 @click.option(
-    "--format", "form", type=click.Choice(list(RECIPES)),
+    "--format", "form", type=click.Choice(CONNECT_FORMATS),
     default="text", show_default=True, help="What to print: the facts, env lines, or a paste-ready recipe.",
 )  # fmt: skip
 @click.option("--new-key", metavar="APP", help="Create a key for this app (limited to the model) and use it.")

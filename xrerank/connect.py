@@ -12,10 +12,13 @@ import json
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from .defaults import API_KEY_ENV
 from .errors import BadInput
-from .keys import app_keys, create_app_key
-from .session import API_KEY_ENV, Session
+
+if TYPE_CHECKING:
+    from .session import Session
 
 ENV_ENDPOINT, ENV_MODEL = "XRERANK_ENDPOINT", "XRERANK_MODEL_UID"
 HIDDEN = "<hidden: add --show-key>"
@@ -55,6 +58,8 @@ def describe(session: Session, model_uid: str, new_key: str | None = None, key_n
              app_base_url: str | None = None) -> Connection:  # fmt: skip
     """The connection for `model_uid`: a new app key (`new_key`), an existing one revealed (`key_name`),
     the key xrerank was given, or none when the server runs without auth."""
+    from .keys import app_keys, create_app_key
+
     server = session.server
     if model_uid not in {model.uid for model in server.models()}:
         raise BadInput(f"{model_uid} is not running on {server.endpoint}; deploy it first")

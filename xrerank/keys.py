@@ -8,7 +8,6 @@ while an unknown (deleted) key counts towards banning the app's whole address.
 
 from __future__ import annotations
 
-import secrets
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +24,8 @@ APP_PREFIX = "app-"
 def data_plane_key(server: Xinference, home: Path, warn: Callable[[str], None]) -> str | None:
     """The API key xrerank uses for its own rerank traffic with this user's login, created once and
     kept (0600) in $XRERANK_HOME/keys; None, with one warning, when this user may not create keys."""
+    import secrets
+
     path = _cache(home, server)
     cached = read_json(path)
     try:

@@ -15,13 +15,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from .defaults import DEFAULT_ENDPOINT
 from .files import xrerank_home
 from .http import Credentials, parse_endpoint
-from .server import Xinference
 
-DEFAULT_ENDPOINT = "http://127.0.0.1:9997"
-API_KEY_ENV = "XRERANK_API_KEY"  # the key's variable for the CLI, the integrations and connect's recipes
+if TYPE_CHECKING:
+    from .server import Xinference
 
 
 @dataclass
@@ -126,6 +127,8 @@ def own_source_address(endpoint: str) -> str | None:
 
 
 def open_session(options: Options, deployment: object = None, warn: Callable[[str], None] | None = None) -> Session:
+    from .server import Xinference
+
     endpoint = endpoint_of(options, deployment)
     credentials = credentials_for(options, endpoint, deployment)
     server = Xinference(endpoint, credentials, options.timeout, own_source_address(endpoint))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from ..client import Reranker
-from ..session import API_KEY_ENV
+from ..defaults import API_KEY_ENV
 
 
 def client_for(endpoint: str, model_uid: str, api_key: str | None, timeout: float, **options: object) -> Reranker:

@@ -14,12 +14,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..defaults import HUBS as DEFAULT_HUBS
 from ..errors import BadInput, XrerankError
-from ..modeldir import claim_directory, inspect_model_dir, read_complete_manifest, write_manifest
 
 # name -> module in this package; each module defines SOURCE.
 SOURCES = {"modelscope": "modelscope", "huggingface": "huggingface", "local": "local", "demo": "demo"}
-HUBS = ("modelscope", "huggingface")  # the sources `xrerank download --hub` takes
+HUBS = tuple(name for name in SOURCES if name in DEFAULT_HUBS)  # the sources `xrerank download --hub` takes
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,8 @@ class WeightSource:
         raise NotImplementedError
 
     def is_complete(self, directory: Path) -> bool:
+        from ..modeldir import read_complete_manifest
+
         return read_complete_manifest(directory) is not None
 
     def read_config(
@@ -100,6 +102,8 @@ class HubSource(WeightSource):
         self, model_id: str, local_dir: str | Path, revision: str | None = None, endpoint: str | None = None
     ) -> Fetched:
         """Make `local_dir` a complete copy of `model_id` at `revision`; a complete directory is a no-op."""
+        from ..modeldir import claim_directory, inspect_model_dir, read_complete_manifest, write_manifest
+
         directory = Path(local_dir).expanduser().resolve()
         revision = revision or self.default_revision
         manifest = read_complete_manifest(directory)
