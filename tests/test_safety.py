@@ -322,9 +322,13 @@ def test_server_status_calls_a_recorded_pid_reused_by_another_process_stale(run,
 
 
 def test_server_status_says_not_answering_when_the_server_process_does_not_answer(run, tmp_path):
+    import socket
+
     import psutil
 
-    port = free_port()
+    held = socket.socket()  # bound, never listening: nothing else can take the port, nothing answers on it
+    held.bind(("127.0.0.1", 0))
+    port = held.getsockname()[1]
     # A process whose command line is the server's, and that never answers on its port.
     silent = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)", "xinference-local", "--port", str(port)],
@@ -337,3 +341,4 @@ def test_server_status_says_not_answering_when_the_server_process_does_not_answe
     finally:
         os.killpg(silent.pid, signal.SIGKILL)
         silent.wait()
+        held.close()

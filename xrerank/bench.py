@@ -242,7 +242,7 @@ def bench_model(
     with `compare_in_process`, measure the same documents in process too (when the weights are here)."""
     from .serving import open_client, rerank_target
 
-    uid = rerank_target(session, model_uid)[0]
+    uid = rerank_target(session.server, model_uid)[0]
     cache = ScoreCache(cache_size) if cache_size else None
     with open_client(
         session, uid, retry_for=0, cache=cache, connections=workload.concurrency, keep_alive=keep_alive

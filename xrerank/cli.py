@@ -385,7 +385,8 @@ def status(context, model_uid, model_name, as_json):
     """
     from .status import gather_status
 
-    report = gather_status(context.session(), model_uid, model_name)
+    session = context.session()
+    report = gather_status(session.server, session.home, model_uid, model_name)
     emit_json(report) if as_json else click.echo(status_text(report))
     if not report["healthy"]:
         sys.exit(ExitCode.FAILED)
@@ -409,7 +410,7 @@ def rerank(context, query, documents, docs_file, model_uid, top_n, as_json):
 
     documents = list(documents) + (_read_documents(docs_file) if docs_file else [])
     session = context.session()
-    uid, demo = rerank_target(session, model_uid)
+    uid, demo = rerank_target(session.server, model_uid)
     if demo:
         from .demo import DEMO_WARNING
 
@@ -730,7 +731,7 @@ def connect(context, file, model_uid, form, new_key, key_name, show_key, as_json
         model_uid = model_uid or target.settings.uid
     else:
         session = context.session()
-    model_uid = rerank_target(session, model_uid)[0]
+    model_uid = rerank_target(session.server, model_uid)[0]
     embedded = inspect_server_process(default_server_dir())
     app_url = embedded.advertised_endpoint if embedded and embedded.serves(session.endpoint) else None
     connection = describe(session, model_uid, new_key, key_name, app_url)

@@ -321,9 +321,6 @@ class Xinference:
         # count against its address's ban as an unknown key would.
         self.api.request("PUT", f"/v1/admin/keys/{key_id}", json={"enabled": False})
 
-    def delete_key(self, key_id: int) -> None:
-        self.api.delete(f"/v1/admin/keys/{key_id}")
-
 
 def _replica(entry: dict) -> Replica:
     gpus = entry.get("gpu_idx")

@@ -5,12 +5,12 @@ from __future__ import annotations
 from .client import Reranker
 from .demo import is_random_model
 from .errors import BadInput
+from .records import Backend
 from .session import Session
 
 
-def rerank_target(session: Session, model_uid: str | None) -> tuple[str, bool]:
+def rerank_target(server: Backend, model_uid: str | None) -> tuple[str, bool]:
     """The uid to rerank with (given, or the only rerank model running) and whether it is a demo model."""
-    server = session.server
     models = [m for m in server.models() if m.model_type == "rerank"]
     if model_uid is None:
         if len(models) != 1:

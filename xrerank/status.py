@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from . import ledger
 from .errors import ServerError
 from .http import Refused
-from .records import Instance, Replica, Worker
-from .session import Session
+from .records import Backend, Instance, Replica, Worker
 
 
-def gather_status(session: Session, model_uid: str | None = None, model_name: str | None = None) -> dict:
+def gather_status(server: Backend, home: Path, model_uid: str | None = None, model_name: str | None = None) -> dict:
     """Server, workers, custom registrations and instances; `healthy` covers what was asked about.
 
     Asked about nothing in particular, the whole server must be healthy: every instance with
-    all its replicas READY. Asked about a uid or a name, only those count.
+    all its replicas READY. Asked about a uid or a name, only those count. `home` holds xrerank's
+    record of what each replica was launched with.
     """
-    server = session.server
     status: dict = {"endpoint": server.endpoint, "auth": server.auth_enabled(), "version": None}
     problems: list[str] = []
     workers: dict[str, dict] = {}
@@ -38,7 +39,7 @@ def gather_status(session: Session, model_uid: str | None = None, model_name: st
     instances = []
     for instance in server.instances():
         checked = server.replicas(instance.uid, check_reachable=True) if not instance.failed else []
-        settings = ledger.launched_with(session.home, server.endpoint, instance)
+        settings = ledger.launched_with(home, server.endpoint, instance)
         instances.append(_instance_view(instance, checked or list(instance.replicas), settings))
     for instance in instances:
         for replica in instance["replicas"]:
