@@ -102,6 +102,15 @@ def test_the_warm_up_is_excluded_from_the_figures():
     assert 0.9 <= result.elapsed <= 1.3  # the measured window only, not warm-up + window
 
 
+def test_requests_slower_than_the_window_are_measured_not_lost():
+    # CI once saw a tune trial report 0 pairs/s: every caller was still in its warm-up request
+    # (a fresh replica's first answers are slow) when the 1 s window closed, so none was counted.
+    result = run_bench(lambda q, d: time.sleep(0.4), Workload(concurrency=2, duration=0.1, warmup=0.25))
+    assert result.answered == 2 and not result.errors  # one counted request per caller
+    assert 0.5 <= result.elapsed < 0.9  # the window stretched to the end of those requests: ~0.55 s
+    assert result.requests_per_second == pytest.approx(2 / result.elapsed)
+
+
 def test_every_request_is_a_new_query_unless_queries_are_drawn_from_a_few():
     seen = []
     run_bench(lambda q, d: seen.append(q), Workload(concurrency=1, duration=30, max_requests=200))

@@ -117,9 +117,12 @@ def run_bench(
     """Drive `rerank(query, documents)` with the workload and return what was measured.
 
     The callers start together and load the model for `warmup` seconds first; only requests
-    that start after the warm-up count, and the elapsed time starts there too. Requests are
-    built before the clock starts. With the client's `cache`, a request that found all its
-    pairs there counts as answered and its latency also lands in `cache_hit_latencies`.
+    that start after the warm-up count, and the elapsed time starts there too. A caller still
+    busy with a warm-up request when the window closes makes one counted request after it, and
+    the window is stretched to that request's end: a request slower than the window is measured
+    as such rather than as no answer at all. Requests are built before the clock starts. With
+    the client's `cache`, a request that found all its pairs there counts as answered and its
+    latency also lands in `cache_hit_latencies`.
     """
     result = BenchResult(workload, 0.0)
     lock = threading.Lock()
@@ -130,14 +133,18 @@ def run_bench(
     measuring_from = begun + workload.warmup
     deadline = measuring_from + workload.duration
     measured = iter(range(workload.max_requests))
+    overtime_ends: list[float] = []  # when the requests started past the deadline ended
 
     def caller(number: int) -> None:
         latencies, errors, hits = result.latencies, result.errors, result.cache_hit_latencies
+        measured_one = False
         while True:
             begin = time.perf_counter()
-            if begin >= deadline:
+            overtime = begin >= deadline
+            if overtime and measured_one:
                 return
             counted = begin >= measuring_from
+            measured_one = measured_one or counted
             if counted:
                 with lock:
                     if next(measured, None) is None:
@@ -153,6 +160,9 @@ def run_bench(
                     with lock:
                         errors[str(exc).splitlines()[0][:200] or type(exc).__name__] += 1
                 continue
+            finally:
+                if overtime:
+                    overtime_ends.append(time.perf_counter())
             if counted:
                 latency = time.perf_counter() - begin
                 latencies.append(latency)  # list.append is atomic under the GIL
@@ -173,7 +183,7 @@ def run_bench(
             list(pool.map(caller, range(workload.concurrency)))
     finally:
         finished.set()
-    result.elapsed = max(1e-9, min(time.perf_counter(), deadline) - measuring_from)
+    result.elapsed = max(1e-9, max([min(time.perf_counter(), deadline), *overtime_ends]) - measuring_from)
     result.cache = cache.stats() if cache is not None else None
     return result
 

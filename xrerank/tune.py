@@ -185,6 +185,10 @@ def tune(
             if limit is not None and limit.pairs_per_second:
                 trial.vs_in_process = trial.result.pairs_per_second / max(limit.pairs_per_second.values())
             progress(f"  {result['pairs_per_s']:.0f} pairs/s, p95 {result['latency_ms']['p95']} ms")
+            if result["errors"]:
+                reason = next(iter(result["error_reasons"]))
+                trial.failure = f"{result['errors']} of {result['requests']} requests failed, most often: {reason}"
+                progress(f"  failed: {trial.failure}")
         except XrerankError as exc:
             trial.failure = str(exc).splitlines()[0]
             progress(f"  failed: {trial.failure}")
