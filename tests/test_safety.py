@@ -19,6 +19,7 @@ from conftest import free_port
 
 from xrerank.client import Reranker, RerankError
 from xrerank.errors import BadInput, ExitCode
+from xrerank.local import process_identity
 from xrerank.modeldir import MANIFEST, NotOurs, purge, read_complete_manifest, write_manifest
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -287,9 +288,9 @@ def test_the_client_without_a_key_names_api_key_in_its_refusal():
 # --- the embedded server's pid ------------------------------------------------------------------
 
 
-def _record(directory: Path, pid: int, port: int, started: float) -> None:
+def _record(directory: Path, pid: int, port: int, started: float, identity: str | None = None) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    state = {"pid": pid, "port": port, "host": "127.0.0.1", "auth": True, "started": started}
+    state = {"pid": pid, "port": port, "host": "127.0.0.1", "auth": True, "started": started, "identity": identity}
     (directory / "server.json").write_text(json.dumps(state))
 
 
@@ -297,10 +298,12 @@ def test_server_stop_never_signals_a_process_that_is_not_the_server_it_started(r
     import psutil
 
     bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
-    try:
-        _record(tmp_path / "server", bystander.pid, 9997, psutil.Process(bystander.pid).create_time())
+    try:  # the very process recorded, by start time and identity, but not a server: its command line
+        started, identity = psutil.Process(bystander.pid).create_time(), process_identity(bystander.pid)
+        _record(tmp_path / "server", bystander.pid, 9997, started, identity)
         result, answer = run.json("server", "stop", "--home", tmp_path / "server")
-        assert result.exit_code == 0 and answer["outcome"] == "stale"
+        assert result.exit_code == 0 and answer["outcome"] == "stale", answer
+        assert "command line" in answer["detail"]
         time.sleep(0.5)
         assert bystander.poll() is None, "an unrelated process was signalled"
         result, answer = run.json("server", "status", "--home", tmp_path / "server")
@@ -310,12 +313,16 @@ def test_server_stop_never_signals_a_process_that_is_not_the_server_it_started(r
         bystander.wait()
 
 
-def test_server_status_calls_a_recorded_pid_reused_by_another_process_stale(run, tmp_path):
+@pytest.mark.parametrize("recorded_identity", [False, True], ids=["state-file-without-identity", "with-identity"])
+def test_server_status_calls_a_recorded_pid_reused_by_another_process_stale(run, tmp_path, recorded_identity):
     bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
-    try:
-        _record(tmp_path / "server", bystander.pid, 9997, time.time() - 3600)  # the server's start time
+    try:  # the server started an hour ago, at another clock tick of this boot; `sleep` has its pid now
+        identity = process_identity(bystander.pid)
+        earlier = identity.rpartition("/")[0] + "/1" if recorded_identity else None
+        _record(tmp_path / "server", bystander.pid, 9997, time.time() - 3600, earlier)
         result, answer = run.json("server", "status", "--home", tmp_path / "server")
         assert result.exit_code == 1 and answer["outcome"] == "stale" and "another process" in answer["detail"]
+        assert "started at another time" in answer["detail"]
     finally:
         os.killpg(bystander.pid, signal.SIGKILL)
         bystander.wait()
@@ -334,10 +341,11 @@ def test_server_status_says_not_answering_when_the_server_process_does_not_answe
         [sys.executable, "-c", "import time; time.sleep(60)", "xinference-local", "--port", str(port)],
         start_new_session=True,
     )
-    try:
-        _record(tmp_path / "server", silent.pid, port, psutil.Process(silent.pid).create_time())
+    try:  # recorded as xrerank records it; since then the wall clock was stepped by 30 s (NTP, a resume)
+        started = psutil.Process(silent.pid).create_time() - 30
+        _record(tmp_path / "server", silent.pid, port, started, process_identity(silent.pid))
         result, answer = run.json("server", "status", "--home", tmp_path / "server")
-        assert result.exit_code == 1 and answer["outcome"] == "not answering"
+        assert result.exit_code == 1 and answer["outcome"] == "not answering", answer
     finally:
         os.killpg(silent.pid, signal.SIGKILL)
         silent.wait()

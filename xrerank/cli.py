@@ -868,8 +868,7 @@ def server_stop(home, as_json):
     """
     from .local import stop
 
-    outcome = stop(home)
-    _done({"outcome": outcome}, as_json, outcome)
+    _stopped(stop(home), as_json)
 
 
 @server_group.command("status")
@@ -888,7 +887,7 @@ def server_status(home, as_json):
         _server_done(found.server, "running", as_json)
         return
     document = {"outcome": found.state, "running": False, "detail": found.detail or None}
-    _done(document, as_json, found.state + (f": {found.detail}" if found.detail else ""))
+    _done(document, as_json, _state_line(found))
     sys.exit(ExitCode.FAILED)
 
 
@@ -977,8 +976,16 @@ def down(as_json):
     """
     from .local import default_server_dir, stop
 
-    outcome = stop(default_server_dir())
-    _done({"outcome": outcome}, as_json, outcome)
+    _stopped(stop(default_server_dir()), as_json)
+
+
+def _stopped(state, as_json: bool) -> None:
+    """What `stop` did: stopped, not running, or stale with the reason (nothing was signalled)."""
+    _done({"outcome": state.state, "detail": state.detail or None}, as_json, _state_line(state))
+
+
+def _state_line(state) -> str:
+    return state.state + (f": {state.detail}" if state.detail else "")
 
 
 def _done(document: dict, as_json: bool, text: str) -> None:

@@ -57,8 +57,9 @@ class LocalServer:
     port: int
     host: str  # what it listens on
     auth: bool
-    started: float  # the process's start time, to tell it from a later process with the same pid
+    started: float  # the process's start time by the wall clock, for people and where `identity` is unknown
     metrics_port: int | None = None  # its worker's Prometheus exporter, on 127.0.0.1
+    identity: str | None = None  # the boot and the clock tick it started at: tells it from a later process
 
     @property
     def metrics_url(self) -> str | None:
@@ -102,6 +103,7 @@ def _recorded(directory: Path) -> LocalServer | None:
             bool(recorded["auth"]),
             float(recorded["started"]),
             int(recorded["metrics_port"]) if recorded.get("metrics_port") else None,
+            str(recorded["identity"]) if recorded.get("identity") else None,
         )
     except (KeyError, TypeError, ValueError):
         return None
@@ -182,9 +184,11 @@ def start(
     )
     os.close(log)
     started = _create_time(process.pid) or time.time()
-    server = LocalServer(directory, process.pid, port, host, auth, started, metrics_port)
+    identity = process_identity(process.pid)
+    server = LocalServer(directory, process.pid, port, host, auth, started, metrics_port, identity)
     state = {"pid": server.pid, "port": port, "host": host, "auth": auth, "started": started}
-    write_json_atomically(directory / STATE_FILE, {**state, "metrics_port": metrics_port}, mode=0o600)
+    state |= {"metrics_port": metrics_port, "identity": identity}
+    write_json_atomically(directory / STATE_FILE, state, mode=0o600)
     try:
         _wait_until_answering(server, process, time.monotonic() + timeout)
         if auth:
@@ -195,16 +199,16 @@ def start(
     return server, True
 
 
-def stop(directory: Path, timeout: float = 30.0) -> str:
+def stop(directory: Path, timeout: float = 30.0) -> ServerState:
     """Stop the recorded server (SIGTERM to its group, SIGKILL at the deadline).
 
-    Returns "stopped", "not running", or "stale" when the recorded pid is another process now:
-    that one is never signalled."""
+    Its state is "stopped", "not running", or "stale" when the recorded pid is another process now
+    (the detail says why): that one is never signalled."""
     directory = directory.expanduser().resolve()
     state = inspect_server(directory)
     if state.state in ("not running", "stale"):
         (directory / STATE_FILE).unlink(missing_ok=True)
-        return state.state
+        return state
     server = state.server
     assert server is not None
     with contextlib.suppress(ProcessLookupError):
@@ -215,7 +219,7 @@ def stop(directory: Path, timeout: float = 30.0) -> str:
     if _not_ours(server) is None:
         os.killpg(server.pid, signal.SIGKILL)
     (directory / STATE_FILE).unlink(missing_ok=True)
-    return "stopped"
+    return ServerState("stopped", server)
 
 
 def unban(directory: Path) -> int:
@@ -344,6 +348,21 @@ def _create_time(pid: int) -> float | None:
         return None
 
 
+def process_identity(pid: int) -> str | None:
+    """Which process `pid` is, whatever the wall clock did since: this boot's id and the clock tick,
+    counted from boot, that the process started at (Linux). None where /proc does not tell.
+
+    psutil's create_time is boot time plus that tick by the wall clock, so a clock stepped by NTP, a
+    resume or a VM restore moves it, and a server running for days would look like another process."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # the command name may hold spaces and parentheses
+    return f"{boot}/{fields[19]}" if len(fields) > 19 else None  # field 22, starttime
+
+
 def _not_ours(server: LocalServer) -> str | None:
     """None when `server.pid` is the xinference-local xrerank started; else why not ("gone" if no process)."""
     import psutil
@@ -357,7 +376,8 @@ def _not_ours(server: LocalServer) -> str | None:
         return "gone"
     except psutil.Error as exc:
         return f"cannot inspect it: {exc}"
-    if abs(started - server.started) > 1.0:
+    identity = process_identity(server.pid) if server.identity else None
+    if identity != server.identity if identity else abs(started - server.started) > 1.0:
         return "it started at another time"
     if "xinference-local" not in command or f"--port {server.port}" not in command:
         return f"its command line is {command[:80]!r}"
