@@ -13,12 +13,13 @@ sizes) or cut off halfway the first time they are asked for.
 from __future__ import annotations
 
 import hashlib
-import json
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
+
+from loopback import LoopbackServer, QuietHandler
 
 COMMIT = "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567"
 LFS_SUFFIXES = (".safetensors", ".bin")
@@ -28,7 +29,7 @@ def git_blob_id(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-class FakeHFHub:
+class FakeHFHub(LoopbackServer):
     def __init__(
         self, repos: dict[str, Path], corrupt: set[str] | None = None, cut_once: set[str] | None = None
     ) -> None:
@@ -37,17 +38,7 @@ class FakeHFHub:
         self.cut_once = set(cut_once or ())
         self.requests: list[tuple[str, str, str | None]] = []  # method, path, Range
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> FakeHFHub:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(self._handler())
 
     def downloaded(self) -> list[str]:
         """The files whose bytes were asked for, in order."""
@@ -70,11 +61,8 @@ class FakeHFHub:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         hub = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
 
             def do_HEAD(self) -> None:  # noqa: N802 - the http.server API
                 self._route(head=True)
@@ -96,7 +84,7 @@ class FakeHFHub:
                         return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
                     blobs = parse_qs(url.query).get("blobs") == ["True"] or parse_qs(url.query).get("blobs") == ["true"]
                     siblings = [hub._sibling(repo_id, name, blobs) for name in hub._files(repo_id)]
-                    return self._json({"id": repo_id, "modelId": repo_id, "sha": COMMIT, "siblings": siblings}, head)
+                    return self.send_json(200, {"id": repo_id, "modelId": repo_id, "sha": COMMIT, "siblings": siblings})
                 if len(parts) >= 5 and parts[2] == "resolve":
                     repo_id, revision, path = f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:])
                     if repo_id not in hub.repos:
@@ -141,24 +129,7 @@ class FakeHFHub:
                 self.wfile.write(body)
 
             def _error(self, status: int, code: str, message: str) -> None:
-                body = json.dumps({"error": message}).encode()
-                self.send_response(status)
-                if code:
-                    self.send_header("X-Error-Code", code)
-                self.send_header("X-Error-Message", message)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
-
-            def _json(self, document: dict, head: bool) -> None:
-                body = json.dumps(document).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if not head:
-                    self.wfile.write(body)
+                headers = [("X-Error-Code", code)] if code else []
+                self.send_json(status, {"error": message}, [*headers, ("X-Error-Message", message)])
 
         return Handler

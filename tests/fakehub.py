@@ -10,18 +10,18 @@ served corrupted (same size, other bytes) so that the client's sha256 check fail
 from __future__ import annotations
 
 import hashlib
-import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
+
+from loopback import LoopbackServer, QuietHandler
 
 _COMMIT = "7d4a5b9c4cb3d25368a5ada209ca87aa1b881f52"
 _NOT_FOUND = {"Code": 10010205001, "Data": None, "Message": "模型不存在", "RequestId": "0" * 32, "Success": False}
 
 
-class FakeHub:
+class FakeHub(LoopbackServer):
     def __init__(
         self, repos: dict[str, Path], corrupt: set[str] | None = None, cut_once: set[str] | None = None
     ) -> None:
@@ -30,17 +30,7 @@ class FakeHub:
         self.cut_once = set(cut_once or ())  # served halfway the first time, then the connection drops
         self.requests: list[tuple[str, str]] = []
         self.ranges: list[tuple[str, str | None]] = []  # (file, Range header) of every file request
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> FakeHub:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(self._handler())
 
     def _files(self, repo_id: str) -> list[dict]:
         root = self.repos[repo_id]
@@ -75,11 +65,8 @@ class FakeHub:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         hub = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
 
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
                 url = urlparse(self.path)
@@ -87,14 +74,14 @@ class FakeHub:
                 hub.requests.append((url.path, query.get("FilePath", "")))
                 parts = url.path.strip("/").split("/")
                 if len(parts) < 5 or parts[:3] != ["api", "v1", "models"]:
-                    return self._json(404, _NOT_FOUND)
+                    return self.send_json(404, _NOT_FOUND)
                 repo_id = f"{parts[3]}/{parts[4]}"
                 if repo_id not in hub.repos or query.get("Revision", "master") not in ("master", _COMMIT):
-                    return self._json(404, _NOT_FOUND)
+                    return self.send_json(404, _NOT_FOUND)
                 rest = parts[5:]
                 if rest == ["repo", "files"]:
                     files = hub._files(repo_id)
-                    return self._json(
+                    return self.send_json(
                         200, {"Code": 200, "Data": {"Files": files}, "Message": "success", "Success": True}
                     )
                 if rest == ["repo"] and "FilePath" in query:
@@ -102,10 +89,10 @@ class FakeHub:
                     hub.ranges.append((query["FilePath"], self.headers.get("Range")))
                     cut = query["FilePath"] in hub.cut_once
                     hub.cut_once.discard(query["FilePath"])
-                    return self._json(404, _NOT_FOUND) if data is None else self._bytes(data, cut)
+                    return self.send_json(404, _NOT_FOUND) if data is None else self._bytes(data, cut)
                 if not rest:
-                    return self._json(200, {"Code": 200, "Data": {"Name": parts[4]}, "Success": True})
-                return self._json(404, _NOT_FOUND)
+                    return self.send_json(200, {"Code": 200, "Data": {"Name": parts[4]}, "Success": True})
+                return self.send_json(404, _NOT_FOUND)
 
             def _bytes(self, data: bytes, cut: bool = False) -> None:
                 start = 0
@@ -131,13 +118,5 @@ class FakeHub:
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
                 self.wfile.write(data[start:])
-
-            def _json(self, status: int, document: dict) -> None:
-                body = json.dumps(document).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
 
         return Handler

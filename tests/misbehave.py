@@ -10,8 +10,10 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
+
+from loopback import LoopbackServer, QuietHandler
 
 FAULTS = (
     "none",
@@ -28,7 +30,7 @@ FAULTS = (
 )
 
 
-class MisbehavingProxy:
+class MisbehavingProxy(LoopbackServer):
     def __init__(self, upstream: str) -> None:
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname, parts.port)
@@ -37,17 +39,7 @@ class MisbehavingProxy:
         self.failures, self.failure_status = 0, 503
         self.reranks = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> MisbehavingProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(self._handler())
 
     def _forward(self, method: str, path: str, headers: dict, body: bytes | None) -> tuple[int, dict, bytes]:
         connection = http.client.HTTPConnection(*self.upstream, timeout=120)
@@ -100,11 +92,8 @@ class MisbehavingProxy:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
 
             def _relay(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

@@ -1,12 +1,11 @@
 """CLI behaviour that needs no Xinference: bad input, unreachable or foreign endpoints, output."""
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from conftest import free_port
+from loopback import LoopbackServer, QuietHandler
 
 from xrerank.http import server_reason
 
@@ -15,25 +14,14 @@ from xrerank.http import server_reason
 def foreign_http_service():
     """Some other web app: 404 {"detail": "Not Found"} on every path, as FastAPI apps answer."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
+    class Handler(QuietHandler):
         def _answer(self):
-            body = b'{"detail":"Not Found"}'
-            self.send_response(404)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_json(404, {"detail": "Not Found"})
 
         do_GET = do_POST = do_DELETE = _answer
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with LoopbackServer(Handler) as server:
+        yield server.url
 
 
 def test_help_lists_every_command_and_every_command_has_help_with_an_example(run):

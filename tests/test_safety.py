@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port
+from loopback import LoopbackServer, QuietHandler
 
 from xrerank.client import Reranker, RerankError
 from xrerank.errors import BadInput, ExitCode
@@ -223,32 +224,18 @@ def test_every_client_failure_is_a_rerank_error():
 
 
 def test_a_generator_of_documents_is_read_once_and_sent_whole(tmp_path):
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from threading import Thread
-
     seen = []
 
-    class Answer(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
+    class Answer(QuietHandler):
         def do_POST(self):  # noqa: N802
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             seen.append(body["documents"])
             results = [{"index": i, "relevance_score": 0.5} for i in range(len(body["documents"]))]
-            payload = json.dumps({"results": results}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            self.send_json(200, {"results": results})
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
-    Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        client = Reranker(f"http://127.0.0.1:{server.server_address[1]}", "m", api_key="xf-test")
+    with LoopbackServer(Answer) as server:
+        client = Reranker(server.url, "m", api_key="xf-test")
         results = client.rerank("q", (text for text in ["a", "b", "c"]))
-    finally:
-        server.shutdown()
     assert seen == [["a", "b", "c"]] and sorted(r.index for r in results) == [0, 1, 2]
 
 
@@ -261,27 +248,12 @@ def test_the_retry_window_bounds_the_whole_call_even_for_long_chunked_lists():
 
 
 def test_the_client_without_a_key_names_api_key_in_its_refusal():
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from threading import Thread
-
-    class Refuse(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
+    class Refuse(QuietHandler):
         def do_POST(self):  # noqa: N802
-            payload = b'{"detail":"Could not validate credentials"}'
-            self.send_response(401)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            self.send_json(401, {"detail": "Could not validate credentials"})
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
-    Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        with pytest.raises(RerankError, match="pass api_key=") as raised:
-            Reranker(f"http://127.0.0.1:{server.server_address[1]}", "m").rerank("q", ["a"])
-    finally:
-        server.shutdown()
+    with LoopbackServer(Refuse) as server, pytest.raises(RerankError, match="pass api_key=") as raised:
+        Reranker(server.url, "m").rerank("q", ["a"])
     assert raised.value.exit_code == ExitCode.UNREACHABLE and "--api-key" not in str(raised.value)
 
 
