@@ -40,6 +40,7 @@ _STRAY = (
     "XRERANK_SOURCE_ADDRESS",
 )
 DEMO_REPO = "xrerank-tests/tiny-bge-reranker-v2-m3"
+DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"  # the demo deployment file
 
 
 def pytest_collection_modifyitems(items):
@@ -117,6 +118,24 @@ class Cli:
             return result, json.loads(result.stdout)
         except ValueError:
             raise AssertionError(f"exit {result.exit_code}, no JSON on stdout; stderr: {result.stderr}") from None
+
+
+@pytest.fixture(scope="module")
+def home(request, tmp_path_factory) -> Path:
+    """One XRERANK_HOME for a test file: its tests share the launch records and keys xrerank keeps."""
+    return tmp_path_factory.mktemp(request.module.__name__.removeprefix("test_e2e_") + "-home")
+
+
+@pytest.fixture
+def in_home(home, monkeypatch) -> Path:
+    monkeypatch.setenv("XRERANK_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def admin(xinference, in_home) -> list[str]:
+    """The shared server's admin arguments, with the test file's XRERANK_HOME."""
+    return xinference.admin_args
 
 
 @pytest.fixture

@@ -7,24 +7,12 @@ sharing a server.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import requests
-from conftest import free_port
+from conftest import DEMO, free_port
 
 pytestmark = pytest.mark.e2e
-DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("access-home")
-
-
-@pytest.fixture
-def here(home, monkeypatch):
-    monkeypatch.setenv("XRERANK_HOME", str(home))
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +38,7 @@ def open_host(home):
             assert run("server", "stop").exit_code == 0
 
 
-def test_listening_beyond_loopback_without_auth_is_refused(run, here):
+def test_listening_beyond_loopback_without_auth_is_refused(run, in_home):
     result = run("server", "start", "--host", "0.0.0.0", "--port", free_port(), "--no-auth")
     assert result.exit_code == 2 and "--no-auth would let anyone" in result.stderr
     assert run("server", "start", "--host", "not-an-address", "--port", free_port()).exit_code == 2
@@ -64,7 +52,7 @@ def test_the_printed_url_is_the_one_other_hosts_use_and_it_answers(open_host):
     assert requests.get(f"http://127.0.0.2:{open_host['port']}/v1/cluster/auth", timeout=5).ok
 
 
-def test_the_client_with_no_key_uses_the_embedded_servers_own(here, open_host):
+def test_the_client_with_no_key_uses_the_embedded_servers_own(in_home, open_host):
     from xrerank.client import Reranker
 
     with Reranker(f"http://127.0.0.1:{open_host['port']}", "demo-reranker") as client:  # no api_key=
@@ -94,7 +82,7 @@ def test_ten_stale_keys_no_longer_lock_the_machine_out(open_host):
     assert _rerank_status(open_host["port"], open_host["credentials"]["api_key"]) == 200
 
 
-def test_a_flood_of_wrong_keys_bans_the_address_and_xrerank_still_works_and_lifts_it(run, here, open_host):
+def test_a_flood_of_wrong_keys_bans_the_address_and_xrerank_still_works_and_lifts_it(run, in_home, open_host):
     port, key = open_host["port"], open_host["credentials"]["api_key"]
     codes = _wrong_key_requests(port, 110)  # brute-force protection stays: 100 failures in a minute
     assert codes[0] == 401 and codes[-1] == 429
@@ -113,7 +101,7 @@ def test_a_flood_of_wrong_keys_bans_the_address_and_xrerank_still_works_and_lift
     assert _rerank_status(port, key) == 200  # at once, not in an hour
 
 
-def test_a_ban_is_one_line_that_says_what_it_is_when_it_ends_and_the_way_out(run, here, open_host, monkeypatch):
+def test_a_ban_is_one_line_that_says_what_it_is_when_it_ends_and_the_way_out(run, in_home, open_host, monkeypatch):
     port = open_host["port"]
     _wrong_key_requests(port, 110)
     monkeypatch.setenv("XRERANK_SOURCE_ADDRESS", "none")  # as a program without a second address of its own

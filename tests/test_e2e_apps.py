@@ -12,26 +12,14 @@ import os
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 from urllib.parse import urljoin
 
 import pytest
 import requests
+from conftest import DEMO
 
 pytestmark = pytest.mark.e2e
-DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 UID = "apps-reranker"
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("apps-home")
-
-
-@pytest.fixture
-def admin(xinference, home, monkeypatch):
-    monkeypatch.setenv("XRERANK_HOME", str(home))
-    return xinference.admin_args
 
 
 @pytest.fixture(scope="module")

@@ -22,11 +22,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import free_port
+from conftest import DEMO, free_port
 from loadgen import Load
 
 pytestmark = pytest.mark.e2e
-DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 BIN = Path(sys.executable).parent
 
 
@@ -115,14 +114,8 @@ def cluster(tmp_path_factory):
         cluster.stop()
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("cluster-home")
-
-
 @pytest.fixture
-def on_cluster(cluster, home, monkeypatch):
-    monkeypatch.setenv("XRERANK_HOME", str(home))
+def on_cluster(cluster, in_home):
     return ["--endpoint", cluster.endpoint]
 
 

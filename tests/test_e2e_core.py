@@ -25,15 +25,9 @@ DOCUMENTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("core-home")
-
-
 @pytest.fixture(autouse=True)
-def same_home(home, monkeypatch):
+def same_home(in_home):
     """xrerank records what it launches in XRERANK_HOME: this module's commands share one."""
-    monkeypatch.setenv("XRERANK_HOME", str(home))
 
 
 @pytest.fixture(scope="module")

@@ -10,23 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import DEMO
 
 pytestmark = pytest.mark.e2e
-DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 UID = "demo-reranker"
 NAME = "demo-bge-reranker-v2-m3"
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("deploy-home")
-
-
-@pytest.fixture
-def admin(xinference, home, monkeypatch):
-    """The deploy commands' arguments; XRERANK_HOME stays the same across this module's tests."""
-    monkeypatch.setenv("XRERANK_HOME", str(home))
-    return xinference.admin_args
 
 
 def _variant(tmp_path, **launch) -> Path:

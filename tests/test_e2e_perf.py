@@ -1,18 +1,12 @@
 """`xrerank bench` and `xrerank tune` against the real server, and the client's cache on real scores."""
 
 import time
-from pathlib import Path
 
 import pytest
+from conftest import DEMO
 
 pytestmark = pytest.mark.e2e
-DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 UID = "perf-reranker"
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("perf-home")
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +19,12 @@ def deployment(tmp_path_factory):
 
 
 @pytest.fixture
-def admin(xinference, home, deployment, run, monkeypatch):
-    monkeypatch.setenv("XRERANK_HOME", str(home))
+def admin(admin, xinference, deployment, run):
+    """conftest's, with this file's deployment running."""
     if xinference.admin().instance(UID) is None:
-        result = run(*xinference.admin_args, "deploy", deployment)
+        result = run(*admin, "deploy", deployment)
         assert result.exit_code == 0, result.stderr
-    return xinference.admin_args
+    return admin
 
 
 def test_rerank_traffic_goes_out_with_an_api_key_and_admin_work_with_the_login(run, admin, deployment, xinference):

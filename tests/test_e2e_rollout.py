@@ -11,22 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import DEMO
 from loadgen import Load
 
 pytestmark = pytest.mark.e2e
-DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 UID = "roll-reranker"
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("rollout-home")
-
-
-@pytest.fixture
-def admin(xinference, home, monkeypatch):
-    monkeypatch.setenv("XRERANK_HOME", str(home))
-    return xinference.admin_args
 
 
 def _file(directory: Path, replica: int) -> Path:

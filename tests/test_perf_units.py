@@ -3,9 +3,9 @@
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
+from conftest import DEMO
 
 from xrerank.bench import BenchResult, Workload, run_bench
 from xrerank.cache import ScoreCache
@@ -14,8 +14,6 @@ from xrerank.errors import BadInput
 from xrerank.http import Api
 from xrerank.server import LaunchSettings, check_launch_settings, launch_payload
 from xrerank.tune import Setting, candidates, write_best
-
-DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
 
 def test_cache_keys_differ_by_model_query_and_document():
