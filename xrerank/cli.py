@@ -721,7 +721,7 @@ def connect(context, file, model_uid, form, new_key, key_name, show_key, as_json
         eval "$(xrerank connect --new-key my-rag-app --format env)"; xrerank connect --format python
     """
     from .connect import describe, prints_key, recipe
-    from .local import default_server_dir, inspect_server_process
+    from .local import embedded_at
     from .serving import rerank_target
 
     if new_key and key_name:
@@ -732,8 +732,8 @@ def connect(context, file, model_uid, form, new_key, key_name, show_key, as_json
     else:
         session = context.session()
     model_uid = rerank_target(session.server, model_uid)[0]
-    embedded = inspect_server_process(default_server_dir())
-    app_url = embedded.advertised_endpoint if embedded and embedded.serves(session.endpoint) else None
+    embedded = embedded_at(session.endpoint)
+    app_url = embedded.advertised_endpoint if embedded is not None else None
     connection = describe(session, model_uid, new_key, key_name, app_url)
     if as_json:
         emit_json(connection.as_dict(show_key))

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .cache import ScoreCache
-from .errors import ExitCode, ServerError, XrerankError
+from .errors import WORKER_GONE, ExitCode, ServerError, XrerankError
 from .http import Api, ConnectionFailed, Credentials, Refused
 
 # 503 "Model is loading" while a replica starts; 502/504 from proxies in front of the server.
@@ -41,9 +41,7 @@ _RETRIED_STATUSES = (502, 503, 504)
 # down, heal, roll), which Xinference keeps routing to until it is gone, ~0.5 s. Again the next
 # request goes elsewhere.
 _DEAD_REPLICA = (
-    "Connect call failed",
-    "Connection refused",
-    "[Errno 111]",
+    *WORKER_GONE,
     "Remote server",
     "stopping state",
     "Error when sending message",

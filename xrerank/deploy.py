@@ -20,7 +20,7 @@ from pathlib import Path
 from . import ledger, replicas
 from .demo import is_random_model
 from .doctor import FAIL, Finding, launch_preflight, preflight
-from .errors import BadInput, Conflict, ExitCode, ServerError, TimedOut, XrerankError
+from .errors import BadInput, Conflict, ExitCode, ServerError, TimedOut, XrerankError, worker_lost
 from .files import file_name, held_lock, read_json, write_json_atomically
 from .modeldir import NotOurs, inspect_model_dir, purge, read_complete_manifest
 from .plan import DONE, REFUSED, Desired, Observed, Step, launch_step, plan, refused
@@ -88,8 +88,9 @@ def launch_model(
 ) -> str:
     """Launch and wait until EVERY replica is READY; every launch is recorded in the ledger.
 
-    Returns "launched", "resumed" (it was loading), "unchanged", "relaunched" (with `replace`) or
-    "restored" (replicas had been lost, e.g. with their worker)."""
+    Returns "launched", "resumed" (it was loading), "unchanged", "relaunched" (with `replace`),
+    "healed" (lost replicas replaced in place, the healthy kept) or "restored" (every replica had
+    been lost, e.g. with their worker, and the model was launched again)."""
     check_launch_settings(settings)
     server, uid = session.server, settings.uid
     instance = server.instance(uid)
@@ -109,7 +110,8 @@ def launch_model(
             raise Conflict(f"{step.detail}; terminate it first, or use deploy --replace")
         if step.action == "heal":
             progress(step.detail)
-            return replicas.heal(session, desired, deadline, progress)
+            _change_in_place(session, desired, "heal", deadline, progress)
+            return "healed"
         if step.action in ("scale", "roll"):
             raise Conflict(
                 f"{uid} runs {len(running)} replica(s) and launch does not change a running model: "
@@ -435,10 +437,6 @@ def _observe_settled(session: Session, target: Target, deadline: float, progress
                 progress(f"a worker does not answer the supervisor ({exc}); waiting until it drops the worker")
                 said = True
             time.sleep(2.0)
-
-
-def worker_lost(error: ServerError) -> bool:
-    return any(marker in str(error) for marker in ("Connect call failed", "Connection refused", "[Errno 111]"))
 
 
 def _change_in_place(session: Session, desired: Desired, action: str, deadline: float, progress: Progress) -> None:

@@ -48,5 +48,14 @@ class ServerError(XrerankError):
         self.status = status
 
 
+# What Xinference's answer says when it sent the request on to a worker that has died: the
+# supervisor keeps such a worker on its books for ~20 s, until it notices.
+WORKER_GONE = ("Connect call failed", "Connection refused", "[Errno 111]")
+
+
+def worker_lost(error: ServerError) -> bool:
+    return any(marker in str(error) for marker in WORKER_GONE)
+
+
 class Conflict(XrerankError):
     """What the server has differs from what was asked, and changing it needs --replace."""

@@ -133,11 +133,17 @@ def inspect_server_process(directory: Path) -> LocalServer | None:
     return server if server is not None and _not_ours(server) is None else None
 
 
+def embedded_at(endpoint: str, directory: Path | None = None) -> LocalServer | None:
+    """The embedded server (recorded in `directory`, else the default one), if it is the one at `endpoint`."""
+    server = inspect_server_process(directory or default_server_dir())
+    return server if server is not None and server.serves(endpoint) else None
+
+
 def local_credentials(endpoint: str, directory: Path | None = None) -> Credentials | None:
     """The credentials of the embedded server at `endpoint`, so its own commands need no flags."""
     directory = directory or default_server_dir()
-    server = inspect_server_process(directory)
-    if server is None or not server.auth or not server.serves(endpoint):
+    server = embedded_at(endpoint, directory)
+    if server is None or not server.auth:
         return None
     stored = read_json(directory / CREDENTIALS_FILE)
     if stored is None:

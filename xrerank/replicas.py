@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from . import ledger
-from .errors import ServerError, TimedOut, XrerankError
+from .errors import ServerError, TimedOut, XrerankError, worker_lost
 from .plan import Desired, gpu_shares
 from .records import Replica, on_worker
 from .session import Session
@@ -56,10 +56,8 @@ def heal(session: Session, desired: Desired, deadline: float, progress: Progress
         progress(f"{uid}: removing replica #{replica.id} ({replica.status} on {replica.worker})")
         _forget(session, uid, replica, deadline)
     free = _free_shares(desired, healthy)
-    added = 0
-    while len(healthy) + added < desired.replica:
-        healthy_now = _add(session, uid, desired, free.pop(0) if free else (), deadline, progress)
-        added += 1 if healthy_now else 0
+    for _ in range(desired.replica - len(healthy)):
+        _add(session, uid, desired, free.pop(0) if free else (), deadline, progress)
     return "healed"
 
 
@@ -112,7 +110,7 @@ def _add(session: Session, uid: str, desired: Desired | None, gpus: tuple[int, .
             break
         except ServerError as exc:
             # A worker that just died is still the least loaded one until the supervisor notices (~20 s).
-            if "Connect call failed" not in str(exc) and "Connection refused" not in str(exc):
+            if not worker_lost(exc):
                 raise
             if time.monotonic() > deadline:
                 raise TimedOut(f"{uid}: no live worker took the new replica before the deadline: {exc}") from None
@@ -166,8 +164,9 @@ def drain(session: Session, replica: Replica, deadline: float) -> bool:
     """Wait until `replica` serves no request (Xinference's per-replica gauge), or the deadline; True
     when it reached zero. False at once when the gauge cannot be read (the removal then relies on
     client retries)."""
+    metrics_url = session.metrics_url()
     while True:
-        serving = session.server.requests_in_flight(replica, session.metrics_url(replica.worker))
+        serving = session.server.requests_in_flight(replica, metrics_url)
         if serving is None:
             return False
         if serving == 0:

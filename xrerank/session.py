@@ -57,12 +57,12 @@ class Session:
     def source_address(self) -> str | None:
         return self.server.api.source_address
 
-    def metrics_url(self, worker: str | None) -> str | None:
-        """The Prometheus exporter of `worker`, where xrerank knows it: the embedded server's."""
-        from .local import default_server_dir, inspect_server_process
+    def metrics_url(self) -> str | None:
+        """The Prometheus exporter of the worker, where xrerank knows it: the embedded server's."""
+        from .local import embedded_at
 
-        embedded = inspect_server_process(default_server_dir())
-        return embedded.metrics_url if embedded is not None and embedded.serves(self.endpoint) else None
+        embedded = embedded_at(self.endpoint)
+        return embedded.metrics_url if embedded is not None else None
 
     def data_credentials(self) -> Credentials:
         """An API key for rerank traffic: the one given, else one xrerank keeps for this user."""
