@@ -58,7 +58,7 @@ def describe(session: Session, model_uid: str, new_key: str | None = None, key_n
              app_base_url: str | None = None) -> Connection:  # fmt: skip
     """The connection for `model_uid`: a new app key (`new_key`), an existing one revealed (`key_name`),
     the key xrerank was given, or none when the server runs without auth."""
-    from .keys import app_keys, create_app_key
+    from .keys import app_key, create_app_key
 
     server = session.server
     if model_uid not in {model.uid for model in server.models()}:
@@ -68,7 +68,7 @@ def describe(session: Session, model_uid: str, new_key: str | None = None, key_n
         key, secret = create_app_key(server, new_key, (model_uid,))
         found = (secret, key.name, f"created for {new_key}, limited to {model_uid}")
     elif key_name:
-        matches = [k for k in app_keys(server) if k.name == f"app-{key_name}" and k.enabled]
+        matches = [k for k in app_key(server, key_name) if k.enabled]
         if not matches:
             raise BadInput(f"no enabled key named {key_name!r}; see `xrerank keys list`, or create one with --new-key")
         found = (server.reveal_key(matches[0].id), matches[0].name, f"the key of {key_name}")

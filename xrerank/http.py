@@ -179,16 +179,11 @@ class Api:
                 method, url, headers=headers, timeout=timeout or self.timeout, **self._settings, **kwargs
             )
         except requests.exceptions.ConnectTimeout:
-            raise Unreachable(f"cannot reach {self.endpoint}: connection timed out; check --endpoint") from None
+            raise self._connect_timed_out() from None
         except requests.exceptions.Timeout:
-            raise TimedOut(
-                f"{self.endpoint} did not answer {method} {path} within {timeout or self.timeout:g}s"
-            ) from None
+            raise self._no_answer(method, path, timeout or self.timeout) from None
         except requests.exceptions.ConnectionError:
-            raise ConnectionFailed(
-                f"cannot reach Xinference at {self.endpoint}: connection refused or reset; "
-                "start one with `xrerank server start` or check --endpoint"
-            ) from None
+            raise self._refused() from None
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema):
             raise BadInput(f"{self.endpoint} is not a valid URL; use e.g. http://127.0.0.1:9997") from None
 
@@ -197,7 +192,6 @@ class Api:
     ) -> Answer:
         import http.client
         import json as json_module
-        import socket
         from urllib.parse import urlencode, urlsplit
 
         parts = urlsplit(self.endpoint)
@@ -214,19 +208,29 @@ class Api:
             try:
                 connection.connect()
             except TimeoutError:
-                raise Unreachable(f"cannot reach {self.endpoint}: connection timed out; check --endpoint") from None
+                raise self._connect_timed_out() from None
             connection.request(method, target, body, headers)
             response = connection.getresponse()
             return Answer(response.status, response.read())
         except TimeoutError:
-            raise TimedOut(f"{self.endpoint} did not answer {method} {path} within {timeout:g}s") from None
-        except (OSError, http.client.HTTPException, socket.gaierror):
-            raise ConnectionFailed(
-                f"cannot reach Xinference at {self.endpoint}: connection refused or reset; "
-                "start one with `xrerank server start` or check --endpoint"
-            ) from None
+            raise self._no_answer(method, path, timeout) from None
+        except (OSError, http.client.HTTPException):  # socket.gaierror is an OSError
+            raise self._refused() from None
         finally:
             connection.close()
+
+    # How a transport failure reads, whichever way the request went.
+    def _connect_timed_out(self) -> Unreachable:
+        return Unreachable(f"cannot reach {self.endpoint}: connection timed out; check --endpoint")
+
+    def _no_answer(self, method: str, path: str, timeout: float) -> TimedOut:
+        return TimedOut(f"{self.endpoint} did not answer {method} {path} within {timeout:g}s")
+
+    def _refused(self) -> ConnectionFailed:
+        return ConnectionFailed(
+            f"cannot reach Xinference at {self.endpoint}: connection refused or reset; "
+            "start one with `xrerank server start` or check --endpoint"
+        )
 
     def _bearer_token(self) -> str | None:
         if self.credentials.username:

@@ -50,8 +50,7 @@ def _cache(home: Path, server: Xinference) -> Path:
 
 def create_app_key(server: Xinference, app: str, model_uids: tuple[str, ...] = ()) -> tuple[ApiKey, str]:
     """A key for one app (named `app-<NAME>` on the server), limited to `model_uids` when given."""
-    _check_app_name(app)
-    if any(k.name == APP_PREFIX + app for k in server.api_keys()):
+    if app_key(server, app):
         raise BadInput(f"a key named {app!r} exists already; revoke it first or choose another name")
     return server.create_key(APP_PREFIX + app, model_uids)
 
@@ -60,10 +59,15 @@ def app_keys(server: Xinference) -> list[ApiKey]:
     return [key for key in server.api_keys() if key.name.startswith(APP_PREFIX)]
 
 
+def app_key(server: Xinference, app: str) -> list[ApiKey]:
+    """The keys named for `app` (one, unless made outside xrerank), enabled or not."""
+    _check_app_name(app)
+    return [key for key in server.api_keys() if key.name == APP_PREFIX + app]
+
+
 def revoke_app_key(server: Xinference, app: str) -> str:
     """Disable the app's key at once: "revoked", or "absent" when there is none (or it is off already)."""
-    _check_app_name(app)
-    found = [k for k in server.api_keys() if k.name == APP_PREFIX + app]
+    found = app_key(server, app)
     if not found or not any(k.enabled for k in found):
         return "absent"
     for key in found:
