@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -106,12 +105,6 @@ class Report:
 
 def heading(title: str) -> None:
     print(f"\n== {title}")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def launched(session, model_name: str, uid: str | None = None, replica: int = 1, threads: int | None = None) -> str:

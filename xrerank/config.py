@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .defaults import API_KEY_ENV
 from .errors import BadInput
 from .names import validate_model_name, validate_model_uid
 
@@ -24,7 +25,7 @@ class _Strict(BaseModel):
 
 
 class CredentialsFromEnv(_Strict):
-    api_key_env: str = "XRERANK_API_KEY"
+    api_key_env: str = API_KEY_ENV
     username_env: str = "XRERANK_USERNAME"
     password_env: str = "XRERANK_PASSWORD"
 

@@ -15,7 +15,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .bench import BenchResult, InProcess, Workload, in_process_limit, run_bench
@@ -98,7 +98,6 @@ class Tuning:
     workload: Workload
     in_process: InProcess | None = None
     written: bool = False
-    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {
@@ -108,7 +107,6 @@ class Tuning:
             "not_tried": [{**setting.__dict__, "gpus": list(setting.gpus)} for setting in self.skipped],
             "in_process": self.in_process.as_dict() if self.in_process else None,
             "written": self.written,
-            "notes": self.notes,
         }
 
 

@@ -14,12 +14,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..defaults import HUBS as DEFAULT_HUBS
 from ..errors import BadInput, XrerankError
 
 # name -> module in this package; each module defines SOURCE.
 SOURCES = {"modelscope": "modelscope", "huggingface": "huggingface", "local": "local", "demo": "demo"}
-HUBS = tuple(name for name in SOURCES if name in DEFAULT_HUBS)  # the sources `xrerank download --hub` takes
 
 
 @dataclass(frozen=True)
@@ -149,9 +147,9 @@ class HubSource(WeightSource):
         raise NotImplementedError
 
     def fetch_files(
-        self, model_id: str, directory: Path, revision: str | None, endpoint: str | None, patterns: list[str]
+        self, model_id: str, directory: Path, revision: str | None, endpoint: str | None, patterns: list[str] | None
     ) -> None:
-        """Only the files matching `patterns` into `directory`."""
+        """The files matching `patterns` (None: every file) into `directory`."""
         raise NotImplementedError
 
     def fetch_config(self, model_id: str, revision: str | None, endpoint: str | None) -> dict:

@@ -31,7 +31,7 @@ class HuggingFace(HubSource):
     client_metadata = (_CLIENT_METADATA,)
 
     def snapshot(self, model_id: str, directory: Path, revision: str | None, endpoint: str | None) -> None:
-        from huggingface_hub import HfApi, snapshot_download
+        from huggingface_hub import HfApi
 
         info = self._call(
             lambda: HfApi(endpoint=endpoint).model_info(model_id, revision=revision, files_metadata=True),
@@ -39,19 +39,12 @@ class HuggingFace(HubSource):
             revision,
             endpoint,
         )
-        self._call(
-            lambda: snapshot_download(
-                model_id, revision=info.sha, local_dir=str(directory), endpoint=endpoint, tqdm_class=_quiet_tqdm()
-            ),
-            model_id,
-            revision,
-            endpoint,
-        )
+        self.fetch_files(model_id, directory, info.sha, endpoint, None)
         for sibling in info.siblings or []:
             _check_file(directory, sibling, model_id, endpoint or self.default_endpoint)
 
     def fetch_files(
-        self, model_id: str, directory: Path, revision: str | None, endpoint: str | None, patterns: list[str]
+        self, model_id: str, directory: Path, revision: str | None, endpoint: str | None, patterns: list[str] | None
     ) -> None:
         from huggingface_hub import snapshot_download
 

@@ -25,10 +25,10 @@ class ModelScope(HubSource):
 
     def snapshot(self, model_id: str, directory: Path, revision: str | None, endpoint: str | None) -> None:
         # snapshot_download checks each file's sha256 against the hub's listing.
-        self.fetch_files(model_id, directory, revision, endpoint, [])
+        self.fetch_files(model_id, directory, revision, endpoint, None)
 
     def fetch_files(
-        self, model_id: str, directory: Path, revision: str | None, endpoint: str | None, patterns: list[str]
+        self, model_id: str, directory: Path, revision: str | None, endpoint: str | None, patterns: list[str] | None
     ) -> None:
         if not sys.stderr.isatty():
             os.environ.setdefault("TQDM_DISABLE", "1")
@@ -37,7 +37,7 @@ class ModelScope(HubSource):
         self._call(
             lambda: snapshot_download(
                 model_id, revision=revision, local_dir=str(directory), endpoint=endpoint,
-                allow_patterns=patterns or None,
+                allow_patterns=patterns,
             ),
             model_id,
             revision,
