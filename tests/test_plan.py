@@ -1,4 +1,4 @@
-from xrerank.plan import DONE, REFUSED, TODO, Desired, Observed, plan
+from xrerank.plan import DONE, REFUSED, TODO, Desired, Observed, misplaced, plan
 from xrerank.records import Instance, Registration, Replica
 
 SPEC = {
@@ -110,6 +110,23 @@ def test_gpu_indexes_are_compared_and_may_repeat():
     assert plan(desired, observed(replicas=on_one))[3].state == REFUSED
     shared = Desired("demo-x", "/w", "demo", 2, SPEC, gpu_idx=(0, 0))
     assert plan(shared, observed(replicas=on_one))[3].state == DONE
+
+
+def test_a_roll_replaces_exactly_the_replicas_the_plan_found_misplaced():
+    # Both replicas on GPU 0 of gpu_idx [0, 1]: the plan saw [0, 0] != [0, 1] and rolled, while the roll
+    # judged each replica alone ("GPU 0 is one of the shares"), moved none, and the next deploy rolled again.
+    desired = Desired("demo-x", "/w", "demo", 2, SPEC, gpu_idx=(0, 1))
+    on_one = [Replica(i, f"demo-rep{i}", "READY", "127.0.0.1:1", gpu_idx=(0,), created_ts=1) for i in (0, 1)]
+    assert plan(desired, observed(replicas=on_one), replace=True)[3].action == "roll"
+    assert [r.id for r in misplaced(desired, on_one)] == [1]  # the newer one; the oldest keeps GPU 0
+    # One replica short, on a share that is free: nothing to move, scale adds the other share.
+    one = [Replica(0, "demo-rep0", "READY", "127.0.0.1:1", gpu_idx=(1,), created_ts=1)]
+    assert misplaced(desired, one) == [] and plan(desired, observed(replicas=one))[3].action == "scale"
+    # On another worker: moved, and its share stays free for the replica that replaces it.
+    pinned = Desired("demo-x", "/w", "demo", 2, SPEC, gpu_idx=(0, 1), worker_ip="10.0.0.2")
+    mixed = [Replica(0, "demo-rep0", "READY", "10.0.0.2:1", gpu_idx=(1,), created_ts=1),
+             Replica(1, "demo-rep1", "READY", "10.0.0.9:1", gpu_idx=(0,), created_ts=1)]  # fmt: skip
+    assert [r.id for r in misplaced(pinned, mixed)] == [1]
 
 
 def test_registered_before_the_weights_are_here_compares_the_uri():

@@ -13,6 +13,7 @@ difference). The launch step says how a running model is changed, most gentle fi
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from .records import Instance, Registration, Replica, on_worker
@@ -149,16 +150,38 @@ def launch_step(desired: Desired, observed: Observed, replace: bool, register_re
 def placement_differences(desired: Desired, replicas: list[Replica]) -> list[str]:
     """Replicas on another worker, or on other GPUs, than the deployment wants."""
     differences = []
-    if desired.gpu_idx:
+    if _beyond_the_shares(desired, replicas):
         running_gpus = sorted(i for r in replicas for i in r.gpu_idx)
         wanted = sorted(wanted_gpus(desired, len(replicas)))
-        if running_gpus != wanted:
-            differences.append(f"GPUs: running {running_gpus}, wanted {wanted}")
+        differences.append(f"GPUs: running {running_gpus}, wanted {wanted}")
     if desired.worker_ip:
         elsewhere = sorted({r.worker or "?" for r in replicas if not on_worker(r.worker, desired.worker_ip)})
         if elsewhere:
             differences.append(f"placement: replicas on {', '.join(elsewhere)}, wanted {desired.worker_ip}")
     return differences
+
+
+def misplaced(desired: Desired, replicas: list[Replica]) -> list[Replica]:
+    """The replicas a roll replaces: those on another worker than the deployment names, and those
+    holding a GPU share the deployment has no room for (each share is held once; the oldest keep theirs)."""
+    elsewhere = [r for r in replicas if desired.worker_ip and not on_worker(r.worker, desired.worker_ip)]
+    placed = [r for r in replicas if r not in elsewhere]
+    return elsewhere + _beyond_the_shares(desired, placed)
+
+
+def _beyond_the_shares(desired: Desired, replicas: list[Replica]) -> list[Replica]:
+    """Replicas whose GPUs are not one of the deployment's shares, or a share already held (none on CPU)."""
+    if not desired.gpu_idx:
+        return []
+    free = Counter(gpu_shares(desired))
+    beyond = []
+    for replica in sorted(replicas, key=lambda r: r.id):
+        share = tuple(replica.gpu_idx)
+        if free[share] > 0:
+            free[share] -= 1
+        else:
+            beyond.append(replica)
+    return beyond
 
 
 def wanted_gpus(desired: Desired, replicas: int) -> list[int]:

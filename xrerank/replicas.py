@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 from . import ledger
 from .errors import ServerError, TimedOut, XrerankError, worker_lost
-from .plan import Desired, gpu_shares
-from .records import Replica, on_worker
+from .plan import Desired, gpu_shares, misplaced
+from .records import Replica
 from .session import Session
 
 Progress = Callable[[str], None]
@@ -66,24 +66,18 @@ def roll(session: Session, desired: Desired, deadline: float, progress: Progress
     it is READY and answers, then remove one placed wrong. Ends with the desired count."""
     server, uid = session.server, desired.uid
     replicas = [r for r in server.replicas(uid) if not r.lost]
-    misplaced = [r for r in replicas if not _fits(desired, r)]
-    free = _free_shares(desired, [r for r in replicas if _fits(desired, r)])
-    for old in misplaced:
-        if len([r for r in replicas if _fits(desired, r)]) < desired.replica:
-            replicas.append(_add(session, uid, desired, free.pop(0) if free else (), deadline, progress))
+    wrong = misplaced(desired, replicas)
+    placed = [r for r in replicas if r not in wrong]
+    free = _free_shares(desired, placed)
+    for old in wrong:
+        if len(placed) < desired.replica:
+            placed.append(_add(session, uid, desired, free.pop(0) if free else (), deadline, progress))
         _remove(session, uid, old, deadline, progress)
-        replicas.remove(old)
     return (
         scale(session, uid, desired.replica, deadline, progress, desired)
-        if len(replicas) != desired.replica
+        if len(placed) != desired.replica
         else "rolled"
     )
-
-
-def _fits(desired: Desired, replica: Replica) -> bool:
-    if desired.worker_ip and not on_worker(replica.worker, desired.worker_ip):
-        return False
-    return not desired.gpu_idx or tuple(replica.gpu_idx) in gpu_shares(desired)
 
 
 def _free_shares(desired: Desired | None, placed: list[Replica]) -> list[tuple[int, ...]]:
