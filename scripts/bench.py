@@ -505,8 +505,7 @@ def gpu_limits(models: dict[str, Path], seconds: float) -> None:
     heading(f"7. the in-process limit on {torch.cuda.get_device_name(0)}, float16, 16 documents of 64 words")
     for name, directory in models.items():
         limit = in_process_limit(directory, 512, "float16", Workload(docs=16, doc_tokens=64), seconds=seconds)
-        rates = ", ".join(f"batch {batch}: {rate:.0f}" for batch, rate in limit.pairs_per_second.items())
-        print(f"  {name}: {rates} pairs/s")
+        print(f"  {name}: {limit.rates()} pairs/s")
 
 
 if __name__ == "__main__":

@@ -212,6 +212,14 @@ class InProcess:
         return {"device": self.device, "dtype": self.dtype, "pairs_per_s": {str(k): round(v, 1) for k, v in
                                                                             self.pairs_per_second.items()}}  # fmt: skip
 
+    def ratio(self, served_pairs_per_second: float) -> float | None:
+        """Served over the best batch size's rate here; None when nothing was measured."""
+        best = max(self.pairs_per_second.values(), default=0.0)
+        return served_pairs_per_second / best if best else None
+
+    def rates(self) -> str:
+        return ", ".join(f"batch {batch}: {rate:.0f}" for batch, rate in self.pairs_per_second.items())
+
 
 def in_process_limit(
     model_dir: Path, max_tokens: int | None, dtype: str, workload: Workload, batch_sizes: tuple[int, ...] = (32, 128),
@@ -285,9 +293,9 @@ class BenchReport:
     def as_dict(self) -> dict:
         document = {"endpoint": self.endpoint, "model_uid": self.model_uid, **self.result.as_dict()}
         if self.in_process is not None:
-            best = max(self.in_process.pairs_per_second.values())
+            ratio = self.in_process.ratio(self.result.pairs_per_second)
             document["in_process"] = {
                 **self.in_process.as_dict(),
-                "served_vs_best": round(self.result.pairs_per_second / best, 3) if best else None,
+                "served_vs_best": None if ratio is None else round(ratio, 3),
             }
         return document

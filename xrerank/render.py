@@ -143,8 +143,7 @@ def tune_text(tuning) -> str:
     )
     if compare:
         limit = tuning.in_process
-        rates = ", ".join(f"batch {k}: {v:.0f}" for k, v in limit.pairs_per_second.items())
-        lines.append(f"  in process on {limit.device}, {limit.dtype}: {rates} pairs/s")
+        lines.append(f"  in process on {limit.device}, {limit.dtype}: {limit.rates()} pairs/s")
     if tuning.best is not None and tuning.best.setting.chunk_size:
         lines.append(f"  clients: send at most {tuning.best.setting.chunk_size} documents per request "
                      f"(xrerank.client.Reranker(chunk_size={tuning.best.setting.chunk_size}))")  # fmt: skip

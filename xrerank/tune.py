@@ -180,8 +180,8 @@ def tune(
         try:
             trial.result = _run_trial(session, settings, scratch_uid, setting, workload, launch_timeout, progress)
             result = trial.result.as_dict()
-            if limit is not None and limit.pairs_per_second:
-                trial.vs_in_process = trial.result.pairs_per_second / max(limit.pairs_per_second.values())
+            if limit is not None:
+                trial.vs_in_process = limit.ratio(trial.result.pairs_per_second)
             progress(f"  {result['pairs_per_s']:.0f} pairs/s, p95 {result['latency_ms']['p95']} ms")
             if result["errors"]:
                 reason = next(iter(result["error_reasons"]))
