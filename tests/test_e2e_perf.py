@@ -91,6 +91,14 @@ def test_bench_counts_every_failure_and_exits_1(run, admin):
     assert any("no-such-model" in reason for reason in answer["error_reasons"])
 
 
+def test_an_in_process_comparison_that_cannot_run_is_refused_before_any_load(run, admin, xinference):
+    since = time.time()
+    args = ("--model-uid", "no-such-model", "--in-process", "--duration", "30", "--warmup", "0")
+    result = run(*admin, "bench", *args)
+    assert result.exit_code == 1 and "not readable on this machine" in result.stderr
+    assert not [e for e in xinference.audit(after=since) if e["endpoint"] == "/v1/rerank"]  # no load was sent
+
+
 def test_cached_scores_are_the_servers_and_a_relaunch_is_a_new_identity(admin, xinference):
     from xrerank.cache import ScoreCache
     from xrerank.client import Reranker

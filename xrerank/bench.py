@@ -261,16 +261,18 @@ def bench_model(
     from .serving import open_client, rerank_target
 
     uid = rerank_target(session.server, model_uid)[0]
+    weights = _weights_here(session, uid) if compare_in_process else None  # refused before any load is sent
     cache = ScoreCache(cache_size) if cache_size else None
     with open_client(
         session, uid, retry_for=0, cache=cache, connections=workload.concurrency, keep_alive=keep_alive
     ) as client:
         result = run_bench(client.rerank, workload, on_progress, cache)
-    limit = _limit_of(session, uid, workload) if compare_in_process else None
+    limit = in_process_limit(*weights, workload) if weights else None
     return BenchReport(session.endpoint, uid, result, limit)
 
 
-def _limit_of(session: Session, uid: str, workload: Workload) -> InProcess:
+def _weights_here(session: Session, uid: str) -> tuple[Path, int | None, str]:
+    """The served model's directory, max tokens and dtype, for scoring it in process on this machine."""
     from .deploy import served_dtype
     from .errors import XrerankError
 
@@ -280,7 +282,7 @@ def _limit_of(session: Session, uid: str, workload: Workload) -> InProcess:
     uri = registration.model_uri if registration else None
     if instance is None or uri is None or not (Path(uri) / "config.json").is_file():
         raise XrerankError(f"the weights of {uid} are not readable on this machine: no in-process comparison")
-    return in_process_limit(Path(uri), registration.max_tokens, served_dtype(session, instance), workload)
+    return Path(uri), registration.max_tokens, served_dtype(session, instance)
 
 
 @dataclass
