@@ -176,6 +176,12 @@ class LaunchSettings:
         return replace(self, **changes)
 
 
+def repeated_per_gpu(gpus: tuple[int, ...], per_gpu: int) -> tuple[int, ...]:
+    """The gpu_idx for `per_gpu` replicas on each GPU: (0, 1) x 2 is (0, 0, 1, 1), since Xinference
+    places replica i on the i-th share. The inverse of LaunchSettings.replicas_per_gpu."""
+    return tuple(index for index in gpus for _ in range(per_gpu))
+
+
 def on_worker(address: str | None, worker_ip: str) -> bool:
     """Xinference's --worker-ip takes a worker's full address or just its host."""
     return address is not None and (address == worker_ip or address.split(":")[0] == worker_ip)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .config import Deployment, load_deployment, weights_dir
 from .files import file_name
-from .records import LaunchSettings
+from .records import LaunchSettings, repeated_per_gpu
 from .server import check_launch_settings
 from .weights import WeightSource, source_for
 
@@ -41,9 +41,8 @@ class Target:
 def resolve(deployment: Deployment, base: Path, home: Path) -> Target:
     launch = deployment.launch
     gpu_idx = tuple(launch.gpu_idx)
-    if launch.replicas_per_gpu and gpu_idx:
-        # [0, 1] with 2 replicas per GPU is [0, 0, 1, 1]: Xinference places replica i on gpu_idx[i].
-        gpu_idx = tuple(index for index in gpu_idx for _ in range(launch.replicas_per_gpu))
+    if launch.replicas_per_gpu:
+        gpu_idx = repeated_per_gpu(gpu_idx, launch.replicas_per_gpu)
     settings = LaunchSettings(
         model_name=deployment.registration.model_name,
         model_uid=launch.model_uid,

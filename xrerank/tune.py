@@ -21,7 +21,7 @@ from pathlib import Path
 from .bench import BenchResult, InProcess, Workload, in_process_limit, run_bench
 from .deploy import cpu_threads, launch_model, terminate_model
 from .errors import BadInput, XrerankError
-from .records import LaunchSettings, Worker
+from .records import LaunchSettings, Worker, repeated_per_gpu
 from .serving import open_client
 from .session import Session
 
@@ -54,7 +54,7 @@ class Setting:
         return str(self.replica), threads, str(self.batch_size or "-"), interval, per_gpu, str(self.chunk_size or "-")
 
     def launch(self, settings: LaunchSettings, uid: str) -> LaunchSettings:
-        gpu_idx = tuple(g for g in self.gpus for _ in range(self.replicas_per_gpu or 1)) if self.gpus else ()
+        gpu_idx = repeated_per_gpu(self.gpus, self.replicas_per_gpu or 1)
         return replace(
             settings,
             model_uid=uid,
