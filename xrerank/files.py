@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-from .errors import BadInput, TimedOut
+from .errors import BadInput, TimedOut, XrerankError
 
 
 def xrerank_home() -> Path:
@@ -20,21 +20,57 @@ def xrerank_home() -> Path:
 
 
 def write_json_atomically(path: Path, document: dict, mode: int = 0o644) -> None:
-    """Replace `path` whole: a reader sees the old document or the new one, never half of one."""
+    """Replace `path` whole, durably: a reader sees the old document or the new one, never half of
+    one, also after a power cut (the data reaches the disk before the rename, the rename after)."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
         stream.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        stream.flush()
+        os.fsync(stream.fileno())
     os.replace(temporary, path)
+    _sync_directory(path.parent)
 
 
-def read_json(path: Path) -> dict | None:
-    """The JSON object in `path`, or None when it is missing or unreadable."""
+def _sync_directory(directory: Path) -> None:
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:  # a system without directory handles (Windows): the rename is what it offers
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+class DamagedState(XrerankError):
+    """A state file xrerank wrote is there but is not a JSON object (cut short by a crash, or edited)."""
+
+
+def read_json(path: Path, strict: bool = False) -> dict | None:
+    """The JSON object in `path`; None when it is missing. A damaged file is None too, or with
+    `strict` (for files nothing can be rebuilt from) a DamagedState naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return None
-    return document if isinstance(document, dict) else None
+    except (OSError, UnicodeDecodeError) as exc:
+        return _damaged(path, str(exc), strict)
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        return _damaged(path, f"not valid JSON ({exc})", strict)
+    if not isinstance(document, dict):
+        return _damaged(path, "not a JSON object", strict)
+    return document
+
+
+def _damaged(path: Path, why: str, strict: bool) -> None:
+    if strict:
+        raise DamagedState(f"{path} is damaged: {why}; it was cut short by a crash or edited by hand")
+    return None
 
 
 def private_directory(path: Path) -> Path:

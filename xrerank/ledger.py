@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from .files import file_name, private_directory, read_json, write_json_atomically
+from .files import DamagedState, file_name, private_directory, read_json, write_json_atomically
 from .records import Instance, Replica
 
 PENDING_SECONDS = 3600  # a launch request older than this no longer explains an unknown replica
@@ -23,6 +23,17 @@ def _path(home: Path, endpoint: str, uid: str, kind: str) -> Path:
     return private_directory(home / "deployments") / file_name(uid, server, suffix=f".{kind}.json")
 
 
+def _read(path: Path) -> dict:
+    """A record, {} when there is none; a damaged one is reported, never taken as empty in silence."""
+    try:
+        return read_json(path, strict=True) or {}
+    except DamagedState as exc:
+        raise DamagedState(
+            f"{exc}; delete it to go on: xrerank then takes the model's replicas as launched outside xrerank "
+            "(deploy --replace relaunches them)"
+        ) from None
+
+
 def replica_key(replica: Replica) -> str:
     return f"{replica.uid or replica.id}@{replica.created_ts}"
 
@@ -30,7 +41,7 @@ def replica_key(replica: Replica) -> str:
 def record_pending(home: Path, endpoint: str, uid: str, tuning: dict) -> None:
     """Before asking for a launch or new replicas: a run killed before `record_launch` still left this."""
     path = _path(home, endpoint, uid, "launch")
-    record = read_json(path) or {}
+    record = _read(path)
     record["pending"] = {"tuning": tuning, "requested_at": time.time()}
     write_json_atomically(path, record)
 
@@ -40,7 +51,7 @@ def record_launch(
 ) -> None:
     """`replicas` (default: all of the instance's) run with `tuning`; records of gone replicas are dropped."""
     path = _path(home, endpoint, instance.uid, "launch")
-    record = read_json(path) or {}
+    record = _read(path)
     known = record.get("replicas", {}) if record.get("instance_created_ts") == instance.created_ts else {}
     current = {replica_key(r) for r in instance.replicas}
     known = {key: value for key, value in known.items() if key in current}
@@ -52,7 +63,7 @@ def record_launch(
 def prune(home: Path, endpoint: str, instance: Instance) -> None:
     """Drop the records of replicas the instance no longer has (removed, or lost with their worker)."""
     path = _path(home, endpoint, instance.uid, "launch")
-    record = read_json(path) or {}
+    record = _read(path)
     if record.get("instance_created_ts") != instance.created_ts:
         return
     current = {replica_key(r) for r in instance.replicas}
@@ -67,7 +78,7 @@ def launched_with(home: Path, endpoint: str, instance: Instance | None) -> dict[
     was killed before it could record them)."""
     if instance is None:
         return {}
-    record = read_json(_path(home, endpoint, instance.uid, "launch")) or {}
+    record = _read(_path(home, endpoint, instance.uid, "launch"))
     known = record.get("replicas", {}) if record.get("instance_created_ts") == instance.created_ts else {}
     pending = record.get("pending") or {}
     fresh = time.time() - float(pending.get("requested_at") or 0) < PENDING_SECONDS
@@ -92,7 +103,7 @@ def is_verified(home: Path, endpoint: str, instance: Instance | None, fingerprin
     """Did a verification pass against this very instance and these very replicas, for this deployment?"""
     if instance is None:
         return False
-    stamp = read_json(_path(home, endpoint, instance.uid, "verified")) or {}
+    stamp = _read(_path(home, endpoint, instance.uid, "verified"))
     return stamp.get("fingerprint") == fingerprint and stamp.get("identity") == _identity(instance)
 
 
