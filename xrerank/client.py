@@ -23,7 +23,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -102,8 +102,9 @@ class Reranker:
     ) -> None:
         if not isinstance(chunk_size, int) or not isinstance(parallel, int) or chunk_size < 1 or parallel < 1:
             raise RerankError("chunk_size and parallel must be whole numbers of at least 1", ExitCode.BAD_INPUT)
+        timeout = _seconds(timeout, "timeout", zero_ok=False)
         self.model_uid = model_uid
-        self.retry_for = retry_for
+        self.retry_for = _seconds(retry_for, "retry_for", zero_ok=True)
         self.chunk_size = chunk_size
         self.parallel = parallel
         self.cache = cache
@@ -243,15 +244,30 @@ class Reranker:
 
 
 def _documents(documents: Iterable[str]) -> list[str]:
-    if isinstance(documents, (str, bytes)) or not isinstance(documents, Iterable):
+    # A mapping iterates over its keys, which would be ranked in place of its values.
+    if isinstance(documents, (str, bytes, Mapping)) or not isinstance(documents, Iterable):
         raise RerankError(f"documents must be a list of strings, got {type(documents).__name__}", ExitCode.BAD_INPUT)
     documents = list(documents)  # a generator is read once, here
-    wrong = next((doc for doc in documents if not isinstance(doc, str)), None)
-    if wrong is not None:
-        raise RerankError(
-            f"documents must be strings; one is {type(wrong).__name__}: {str(wrong)[:40]!r}", ExitCode.BAD_INPUT
-        )
+    for position, document in enumerate(documents):
+        if not isinstance(document, str):
+            raise RerankError(
+                f"documents must be strings; document {position} is {type(document).__name__}: {str(document)[:40]!r}",
+                ExitCode.BAD_INPUT,
+            )
+        _check_encodable(document, f"document {position}")
     return documents
+
+
+def _check_encodable(text: str, what: str) -> None:
+    """A lone surrogate (from a broken decode) cannot be sent as UTF-8; the server would answer 500."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RerankError(
+            f"{what} holds a character that is not valid Unicode ({text[exc.start]!r} at {exc.start}): "
+            "decode the text with errors='replace' first",
+            ExitCode.BAD_INPUT,
+        ) from None
 
 
 def _check_query(query: object) -> None:
@@ -259,6 +275,17 @@ def _check_query(query: object) -> None:
         raise RerankError(f"the query must be a string, got {type(query).__name__}", ExitCode.BAD_INPUT)
     if not query.strip():
         raise RerankError("the query is empty", ExitCode.BAD_INPUT)
+    _check_encodable(query, "the query")
+
+
+def _seconds(value: object, what: str, zero_ok: bool) -> float:
+    """A number of seconds: finite, positive (or zero where `zero_ok`)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RerankError(f"{what} must be a number of seconds, got {value!r}", ExitCode.BAD_INPUT)
+    if value < 0 or (value == 0 and not zero_ok):
+        least = "0 or more" if zero_ok else "more than 0"
+        raise RerankError(f"{what} must be {least} seconds, got {value!r}", ExitCode.BAD_INPUT)
+    return float(value)
 
 
 def _check_top_n(top_n: object) -> None:
