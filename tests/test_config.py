@@ -55,6 +55,11 @@ def test_shipped_gpu_config():
         (("version: 1\n", "version: 7\n"), r"version 7 is not supported"),
         (("  source: demo\n", "  source: modelscope\n"), r"deploy.yaml:2: weights: .*needs model_id"),
         (("registration:\n  model_name: demo-x\n", "registration:\n"), r"registration.model_name: required"),
+        (("  replica: 2\n", "  replica: 100000\n"), r"deploy.yaml:8: launch.replica: .*less than or equal to 256"),
+        # The launch's own rules live in the schema: a file that loads is one that launches (tune relies on it).
+        (("  device: cpu\n", "  device: cpu\n  use_fp16: true\n"), r"deploy.yaml:7: launch: fp16 on CPU"),
+        (("  device: cpu\n", "  gpu_idx: [0, 1]\n  n_gpu: 1\n"), r"deploy.yaml:7: launch: give either GPU indexes"),
+        (("  device: cpu\n", "  gpu_idx: [0, 1, 2]\n"), r"deploy.yaml:7: launch: 3 GPU indexes cannot be shared"),
     ],
 )
 def test_wrong_files_name_the_line_and_the_key(tmp_path, change, message):

@@ -1,5 +1,6 @@
 """The pure parts of the performance work: the score cache, the load loop, tune's choices and its file edit."""
 
+import re
 import threading
 import time
 from collections import Counter
@@ -12,7 +13,8 @@ from xrerank.cache import ScoreCache
 from xrerank.config import load_deployment
 from xrerank.errors import BadInput
 from xrerank.http import Api
-from xrerank.server import LaunchSettings, check_launch_settings, launch_payload
+from xrerank.records import check_launch_settings
+from xrerank.server import LaunchSettings, launch_payload
 from xrerank.tune import Setting, candidates, write_best
 
 
@@ -162,6 +164,16 @@ def test_the_best_gpu_setting_is_written_as_gpus_and_replicas_per_gpu(tmp_path):
     assert (launch.gpu_idx, launch.replicas_per_gpu, launch.replica) == ([0, 1], 2, 4)
     assert (launch.batch_size, launch.batch_interval, launch.use_fp16) == (128, 0.01, True)
     assert "chunk_size" not in path.read_text()  # a client setting: tune prints it
+
+
+def test_a_gpu_setting_written_over_a_gpu_count_replaces_it_and_the_file_still_deploys(tmp_path):
+    path = tmp_path / "gpu.yaml"
+    text = DEMO.parent.joinpath("bge-reranker-v2-m3-gpu.yaml").read_text()
+    path.write_text(re.sub(r"(?m)^  gpu_idx: .*$", "  n_gpu: 1", text))
+    assert load_deployment(path)[0].launch.n_gpu == 1
+    write_best(path, Setting(2, None, gpus=(0, 1), replicas_per_gpu=1))
+    launch = load_deployment(path)[0].launch
+    assert (launch.gpu_idx, launch.n_gpu, launch.replica) == ([0, 1], None, 2)
 
 
 def test_the_best_setting_is_written_with_the_comments_kept(tmp_path):

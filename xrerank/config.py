@@ -12,12 +12,21 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .defaults import API_KEY_ENV
+from .defaults import API_KEY_ENV, MAX_REPLICAS
 from .errors import BadInput
 from .names import validate_model_name, validate_model_uid
+from .records import LaunchSettings, check_launch_settings, repeated_per_gpu
 
 SUPPORTED_VERSION = 1
 MAX_FILE_BYTES = 1 << 20  # a deployment file is a page of YAML; a huge one is a mistake or an attack
+
+
+def _as_value_error(check, value):
+    """pydantic reports ValueError with the file's line; BadInput would bypass it."""
+    try:
+        return check(value)
+    except BadInput as exc:
+        raise ValueError(str(exc)) from None
 
 
 class _Strict(BaseModel):
@@ -68,7 +77,7 @@ class Launch(_Strict):
     def _legal_uid(cls, uid: str | None) -> str | None:
         return None if uid is None else _as_value_error(validate_model_uid, uid)
 
-    replica: int = Field(default=1, ge=1)
+    replica: int = Field(default=1, ge=1, le=MAX_REPLICAS)
     device: Literal["cpu", "cuda", "auto"] = "auto"
     gpu_idx: list[int] = []
     n_gpu: int | None = Field(default=None, ge=1)
@@ -99,6 +108,31 @@ class Launch(_Strict):
             )
         return {**data, "replica": wanted}
 
+    @model_validator(mode="after")
+    def _launchable(self) -> Launch:
+        """The launch's own rules (records.check_launch_settings): a file that loads is one that launches."""
+        _as_value_error(check_launch_settings, self.settings("-"))
+        return self
+
+    def settings(self, model_name: str) -> LaunchSettings:
+        gpu_idx = tuple(self.gpu_idx)
+        if self.replicas_per_gpu:
+            gpu_idx = repeated_per_gpu(gpu_idx, self.replicas_per_gpu)
+        return LaunchSettings(
+            model_name=model_name,
+            model_uid=self.model_uid,
+            replica=self.replica,
+            gpu_idx=gpu_idx,
+            n_gpu=self.n_gpu,
+            device=None if self.device == "auto" else self.device,
+            worker_ip=self.worker_ip,
+            use_fp16=self.use_fp16,
+            threads_per_replica=self.threads_per_replica,
+            batch_size=self.batch_size,
+            batch_interval=self.batch_interval,
+            envs=dict(self.env),
+        )
+
 
 class Verify(_Strict):
     suite: Literal["mechanics", "quality", "all", "none"] = "mechanics"
@@ -119,6 +153,9 @@ class Deployment(_Strict):
         if self.version != SUPPORTED_VERSION:
             raise ValueError(f"version {self.version} is not supported; this xrerank reads version {SUPPORTED_VERSION}")
         return self
+
+    def launch_settings(self) -> LaunchSettings:
+        return self.launch.settings(self.registration.model_name)
 
 
 def load_deployment(path: str | Path) -> tuple[Deployment, Path]:
@@ -185,14 +222,6 @@ def _check_plain(node: object, path: Path) -> None:
                 stack += [key, value]
         elif isinstance(current, yaml.SequenceNode):
             stack += current.value
-
-
-def _as_value_error(check, value):
-    """pydantic reports ValueError with the file's line; BadInput would bypass it."""
-    try:
-        return check(value)
-    except BadInput as exc:
-        raise ValueError(str(exc)) from None
 
 
 def weights_dir(deployment: Deployment, base: Path, home: Path) -> Path:

@@ -5,5 +5,6 @@ nothing else: where the server is by default, the variable that holds an API key
 DEFAULT_ENDPOINT = "http://127.0.0.1:9997"
 API_KEY_ENV = "XRERANK_API_KEY"  # for the CLI, the integrations and connect's recipes
 HUBS = ("modelscope", "huggingface")
+MAX_REPLICAS = 256  # one model's replicas, a sanity bound far above a worker's room (records checks it too)
 CONNECT_FORMATS = ("text", "env", "curl", "python", "llama-index", "langchain", "cohere", "rerankers",
                    "xinference-client", "dify", "ragflow")  # fmt: skip

@@ -11,6 +11,9 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from .defaults import MAX_REPLICAS
+from .errors import BadInput
+
 READY = "READY"
 CREATING = "CREATING"
 FAILED_STATES = ("ERROR", "TERMINATED")
@@ -110,6 +113,14 @@ class Worker:
     gpu_count: int = 0
     gpu_vram_available: int | None = None
     gpu_vram_total: int | None = None
+    gpu_free: tuple[tuple[int, int], ...] = ()  # (GPU index, free bytes), where the server reports each
+
+    def free_on_gpu(self, index: int) -> int:
+        """Free memory on one GPU: as reported, else the worker's free VRAM shared evenly."""
+        reported = dict(self.gpu_free)
+        if index in reported:
+            return reported[index]
+        return (self.gpu_vram_available or 0) // max(1, self.gpu_count)
 
 
 @dataclass(frozen=True)
@@ -174,6 +185,32 @@ class LaunchSettings:
 
     def with_(self, **changes: object) -> LaunchSettings:
         return replace(self, **changes)
+
+
+def check_launch_settings(settings: LaunchSettings) -> None:
+    """What can be refused before the server spends ~20 s loading; the deployment file's schema
+    applies the same rules, so a file that loads is one that launches."""
+    if not 1 <= settings.replica <= MAX_REPLICAS:
+        raise BadInput(f"replica must be between 1 and {MAX_REPLICAS}, got {settings.replica}")
+    if any(index < 0 for index in settings.gpu_idx):
+        raise BadInput(f"GPU indexes cannot be negative, got {list(settings.gpu_idx)}")
+    if settings.gpu_idx and len(settings.gpu_idx) % settings.replica:
+        raise BadInput(
+            f"{len(settings.gpu_idx)} GPU indexes cannot be shared evenly by {settings.replica} replicas; "
+            "give a multiple of the replica count (an index may repeat: 0,0 puts two replicas on GPU 0)"
+        )
+    if settings.gpu_idx and settings.n_gpu:
+        raise BadInput("give either GPU indexes or a GPU count, not both")
+    if settings.device == "cpu" and (settings.gpu_idx or settings.n_gpu):
+        raise BadInput("device cpu contradicts the GPU indexes or GPU count given")
+    if settings.use_fp16 and settings.device == "cpu":
+        raise BadInput("fp16 on CPU runs about 6x slower than fp32: drop fp16, or launch on a GPU")
+    if settings.threads_per_replica is not None and settings.threads_per_replica < 1:
+        raise BadInput(f"threads per replica must be at least 1, got {settings.threads_per_replica}")
+    if settings.batch_size is not None and settings.batch_size < 1:
+        raise BadInput(f"batch size must be at least 1, got {settings.batch_size}")
+    if settings.batch_interval is not None and not 0 <= settings.batch_interval <= 10:
+        raise BadInput(f"batch interval must be between 0 and 10 seconds, got {settings.batch_interval}")
 
 
 def repeated_per_gpu(gpus: tuple[int, ...], per_gpu: int) -> tuple[int, ...]:

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from .config import Deployment, load_deployment, weights_dir
 from .files import file_name
-from .records import LaunchSettings, repeated_per_gpu
-from .server import check_launch_settings
+from .records import LaunchSettings, check_launch_settings
 from .weights import WeightSource, source_for
 
 
@@ -39,24 +38,7 @@ class Target:
 
 
 def resolve(deployment: Deployment, base: Path, home: Path) -> Target:
-    launch = deployment.launch
-    gpu_idx = tuple(launch.gpu_idx)
-    if launch.replicas_per_gpu:
-        gpu_idx = repeated_per_gpu(gpu_idx, launch.replicas_per_gpu)
-    settings = LaunchSettings(
-        model_name=deployment.registration.model_name,
-        model_uid=launch.model_uid,
-        replica=launch.replica,
-        gpu_idx=gpu_idx,
-        n_gpu=launch.n_gpu,
-        device=None if launch.device == "auto" else launch.device,
-        worker_ip=launch.worker_ip,
-        use_fp16=launch.use_fp16,
-        threads_per_replica=launch.threads_per_replica,
-        batch_size=launch.batch_size,
-        batch_interval=launch.batch_interval,
-        envs=dict(launch.env),
-    )
+    settings = deployment.launch_settings()
     check_launch_settings(settings)
     return Target(deployment, base, home, weights_dir(deployment, base, home), settings)
 

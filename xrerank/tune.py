@@ -220,18 +220,20 @@ def _own_setting(
 
 def _replicas_one_gpu_holds(settings: LaunchSettings, workers: list[Worker], model_uri: str | None) -> int:
     """By doctor's memory estimate; 2 when the weights are not readable here to size them."""
-    from .doctor import _HEADROOM, count_parameters, estimate_memory, parameters_from_config
+    from .doctor import HEADROOM, count_parameters, estimate_memory, parameters_from_config
     from .weights import read_config_file
 
     directory = Path(model_uri) if model_uri else None
     config = read_config_file(directory) if directory else None
-    free = max(((w.gpu_vram_available or 0) / max(1, w.gpu_count) for w in workers), default=0)
+    gpus = sorted(set(settings.gpu_idx)) or range(max((w.gpu_count for w in workers), default=0))
+    # Every GPU filled holds the same count, so the tightest one decides it.
+    free = min((w.free_on_gpu(i) for w in workers for i in gpus if i < max(1, w.gpu_count)), default=0)
     if config is None or not free:
         return 2
     parameters = (count_parameters(directory) if directory else None) or parameters_from_config(config)
     tokens = config.get("max_position_embeddings", 514) - 2
     need = estimate_memory(config, parameters, min(tokens, 1024), settings.use_fp16, on_gpu=True).total
-    return max(1, int(free * _HEADROOM // need))
+    return max(1, int(free * HEADROOM // need))
 
 
 def _gpu_limit(model_dir: Path, max_tokens: int | None, dtype: str, workload: Workload, progress: Progress):
@@ -278,9 +280,10 @@ def write_best(path: Path, setting: Setting) -> None:
         "batch_size": setting.batch_size,
         "batch_interval": setting.batch_interval,
     }
-    if setting.gpus:  # replicas follow from the GPUs and how many each holds
+    if setting.gpus:  # replicas follow from the GPUs and how many each holds; the GPUs replace a count
         values.update(gpu_idx=list(setting.gpus), replicas_per_gpu=setting.replicas_per_gpu)
         launch.pop("replica", None)
+        launch.pop("n_gpu", None)
     else:
         values.update(replica=setting.replica, threads_per_replica=setting.threads_per_replica)
     for key, value in values.items():
