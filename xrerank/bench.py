@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .cache import CacheStats, ScoreCache
+from .errors import require_server_side
 
 if TYPE_CHECKING:
     from .session import Session
@@ -260,6 +261,8 @@ def bench_model(
     with `compare_in_process`, measure the same documents in process too (when the weights are here)."""
     from .serving import open_client, rerank_target
 
+    if compare_in_process:
+        require_server_side("bench --in-process")
     uid = rerank_target(session.server, model_uid)[0]
     weights = _weights_here(session, uid) if compare_in_process else None  # refused before any load is sent
     cache = ScoreCache(cache_size) if cache_size else None

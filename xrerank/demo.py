@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import BadInput
+from .errors import BadInput, require_server_side
 from .modeldir import read_complete_manifest, write_manifest
 
 DEMO_MODEL_ID = "xrerank/demo-bge-reranker-v2-m3"
@@ -70,6 +70,7 @@ def make_random_model(directory: str | Path, config: dict, model_id: str, seed: 
         return target
     if target.is_dir() and any(target.iterdir()):
         raise BadInput(f"{target} exists and is not an xrerank model directory; choose an empty or new directory")
+    require_server_side("generating a model")
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_staging(target)
     staging = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(target)}{os.getpid()}-", dir=target.parent))

@@ -59,3 +59,22 @@ def worker_lost(error: ServerError) -> bool:
 
 class Conflict(XrerankError):
     """What the server has differs from what was asked, and changing it needs --replace."""
+
+
+SERVER_SIDE = ("torch", "transformers", "sentence_transformers")  # the `server` extra's model stack
+
+
+def require_server_side(what: str) -> None:
+    """Loading a model needs the server extra; a client-only install says so in one line (exit 2)."""
+    import importlib.util
+
+    missing = [name for name in SERVER_SIDE if importlib.util.find_spec(name) is None]
+    if missing:
+        raise server_side_needed(what, missing)
+
+
+def server_side_needed(what: str, missing: list[str]) -> BadInput:
+    return BadInput(
+        f"{what} needs the server side, which this install lacks ({', '.join(missing)} missing): "
+        "pip install 'xrerank[server]' (scripts/install.sh chooses the torch build)"
+    )

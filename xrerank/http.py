@@ -31,7 +31,8 @@ def parse_endpoint(endpoint: str) -> str:
         raise BadInput(f"endpoint {text[:80]!r} is not an http(s) URL; use e.g. {hint}")
     if port == 0 or parts.query or parts.fragment:
         raise BadInput(f"endpoint {text[:80]!r} is not a server address; use e.g. http://127.0.0.1:9997")
-    return text.rstrip("/")
+    # OpenAI-style settings end the base URL in /v1; every route xrerank calls starts with it already.
+    return text.rstrip("/").removesuffix("/v1").rstrip("/")
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BadInput, ServerError, TimedOut, XrerankError
+from .errors import BadInput, ServerError, TimedOut, XrerankError, server_side_needed
 from .files import private_directory, read_json, write_json_atomically, xrerank_home
-from .http import Api, Credentials, Refused
+from .http import Api, Banned, Credentials, Refused
 
 DEFAULT_PORT = 9997
 STATE_FILE = "server.json"
@@ -145,7 +145,7 @@ def local_credentials(endpoint: str, directory: Path | None = None) -> Credentia
     server = embedded_at(endpoint, directory)
     if server is None or not server.auth:
         return None
-    stored = read_json(directory / CREDENTIALS_FILE)
+    stored = read_json(directory / CREDENTIALS_FILE, strict=True)
     if stored is None:
         return None
     return Credentials(api_key=stored.get("api_key"), username=stored.get("username"), password=stored.get("password"))
@@ -173,7 +173,7 @@ def start(
         raise BadInput(f"port {port} is in use by another program; choose one with --port")
     executable = shutil.which("xinference-local") or str(Path(sys.executable).with_name("xinference-local"))
     if not Path(executable).exists():
-        raise XrerankError("xinference-local is not installed here; run scripts/install.sh")
+        raise server_side_needed("starting a server", ["xinference-local"])
     home = private_directory(directory / "home")
     env = {**os.environ, "XINFERENCE_HOME": str(home), "HF_HUB_OFFLINE": "1", **RATE_LIMITS}
     env["XINFERENCE_AUTH_ADVANCED"] = "1" if auth else "0"
@@ -231,27 +231,49 @@ def stop(directory: Path, timeout: float = 30.0) -> ServerState:
 def unban(directory: Path) -> int:
     """Lift every address ban on the embedded server; returns how many were lifted.
 
-    A banned address cannot even use an admin login, so the request comes from another loopback
-    address (Linux answers on all of 127.0.0.0/8)."""
+    A banned address cannot even use an admin login, so the request goes out from each loopback
+    address in turn (Linux answers on all of 127.0.0.0/8) until one is not banned: the one
+    XRERANK_SOURCE_ADDRESS names, 127.0.0.1, then 127.0.0.2 to 127.0.0.9."""
     server = inspect_server_process(directory)
     if server is None:
         raise XrerankError(f"no embedded server runs from {directory}; start it with `xrerank server start`")
     credentials = local_credentials(server.endpoint, directory)
     if credentials is None:
         raise XrerankError("the embedded server runs with auth off: nothing is ever banned")
-    api = Api(server.endpoint, credentials, source_address=spare_loopback())
-    answer = api.post("/v1/admin/security/unban-all-ips")
-    return int((answer or {}).get("unbanned", 0))
+    tried = []
+    for source in _unban_sources():
+        try:
+            answer = Api(server.endpoint, credentials, source_address=source).post("/v1/admin/security/unban-all-ips")
+        except Banned:
+            tried.append(source or "127.0.0.1")
+            continue
+        return int((answer or {}).get("unbanned", 0))
+    raise Banned(
+        f"every loopback address tried is banned ({', '.join(tried)}); the bans end on their own within a "
+        "minute on a server xrerank started, or restart it: xrerank server stop && xrerank server start"
+    )
+
+
+def _unban_sources() -> list[str | None]:
+    configured = os.environ.get("XRERANK_SOURCE_ADDRESS", "auto").strip()
+    sources: list[str | None] = [configured] if configured.lower() not in ("auto", "none", "") else []
+    sources.append(None)
+    sources += [address for address in (f"127.0.0.{n}" for n in range(2, 10)) if _can_send_from(address)]
+    return list(dict.fromkeys(sources))
 
 
 def spare_loopback() -> str | None:
     """A loopback address other than 127.0.0.1 that this machine can send from, or None."""
+    return "127.0.0.2" if _can_send_from("127.0.0.2") else None
+
+
+def _can_send_from(address: str) -> bool:
     with socket.socket() as probe:
         try:
-            probe.bind(("127.0.0.2", 0))
+            probe.bind((address, 0))
         except OSError:
-            return None
-    return "127.0.0.2"
+            return False
+    return True
 
 
 def check_host(host: str, auth: bool) -> str:

@@ -67,13 +67,14 @@ def up(
         raise BadInput("give a deployment FILE or --demo, not both")
     file = file or shipped_config(DEMO_CONFIG if demo else DEFAULT_CONFIG)
     target = load_target(file, xrerank_home())
-    embedded = None
+    embedded, foreign = None, False
     if options.endpoint is None:
         running = inspect_server(default_server_dir())
         if running.state == "running" and running.server is not None:
             embedded = running.server
         elif answers(f"http://127.0.0.1:{port}"):
             progress(f"using the Xinference that answers on 127.0.0.1:{port} (not started by xrerank)")
+            foreign = True
         else:
             progress(f"starting Xinference on {host}:{port} (about 30 s)")
             embedded, _ = start(default_server_dir(), port, True, max(1.0, deadline - time.monotonic()), host)
@@ -81,9 +82,14 @@ def up(
         options = Options(endpoint, options.api_key, options.username, options.password, options.timeout)
     session = open_session(options, target.deployment, progress)
     try:
-        session.server.auth_enabled()
+        auth = session.server.auth_enabled()
     except Unreachable as exc:
         raise Unreachable(f"{exc}; drop --endpoint to use the embedded server") from None
+    if foreign and auth and not session.server.credentials:
+        raise Unreachable(
+            f"{session.endpoint} is an Xinference that xrerank did not start, with auth on, and no credentials "
+            "were given: pass --username/--password for it, or start xrerank's own on a free port with --port"
+        )
     result = deploy(session, target, deadline, progress=progress)
     with open_client(session, result.uid) as client:
         sample = client.rerank(SAMPLE_QUERY, SAMPLE_DOCUMENTS)

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .client import Reranker
-from .errors import BadInput
+from .errors import BadInput, require_server_side
 
 SCORE_TOLERANCE = 1e-5  # same dtype, same device class: batch padding and rounding, measured at ~1e-7
 # Served in this dtype, compared with fp32: four units of the dtype's rounding (2^-11 for fp16,
@@ -173,6 +173,7 @@ def _every_replica_answers(reranker: Reranker, report: Report, replicas: int) ->
 
 def reference_scores(reference: Reference, pairs: list[tuple[str, str]]) -> tuple[list[float], str, float]:
     """Scores of `pairs` in process, how they were computed, and the tolerance that applies."""
+    require_server_side("comparing the served scores with the model's own (the weights are on this machine)")
     import torch
     from sentence_transformers import CrossEncoder
 
