@@ -58,20 +58,33 @@ def describe(session: Session, model_uid: str, new_key: str | None = None, key_n
              app_base_url: str | None = None) -> Connection:  # fmt: skip
     """The connection for `model_uid`: a new app key (`new_key`), an existing one revealed (`key_name`),
     the key xrerank was given, or none when the server runs without auth."""
-    from .keys import app_key, create_app_key
+    from .keys import app_key, check_app_name, create_app_key
 
+    # `is not None`: an empty name (a script's unset $APP) is refused by the name check, never taken
+    # as "no app given", which would hand out xrerank's own key.
+    if new_key is not None and key_name is not None:
+        raise BadInput("give --new-key APP or --key APP, not both")
+    for app in (new_key, key_name):
+        if app is not None:
+            check_app_name(app)
     server = session.server
     if model_uid not in {model.uid for model in server.models()}:
         raise BadInput(f"{model_uid} is not running on {server.endpoint}; deploy it first")
     given = server.credentials
-    if new_key:
+    if new_key is not None:
         key, secret = create_app_key(server, new_key, (model_uid,))
-        found = (secret, key.name, f"created for {new_key}, limited to {model_uid}")
-    elif key_name:
+        found = (secret, key.name, f"the key created for {new_key}, limited to {model_uid}")
+    elif key_name is not None:
         matches = [k for k in app_key(server, key_name) if k.enabled]
         if not matches:
             raise BadInput(f"no enabled key named {key_name!r}; see `xrerank keys list`, or create one with --new-key")
-        found = (server.reveal_key(matches[0].id), matches[0].name, f"the key of {key_name}")
+        usable = [k for k in matches if not k.models or model_uid in k.models]
+        if not usable:
+            raise BadInput(
+                f"{key_name}'s key may use only {', '.join(matches[0].models)}, not {model_uid}; "
+                f"create another with --new-key"
+            )
+        found = (server.reveal_key(usable[0].id), usable[0].name, f"{key_name}'s key")
     elif given.api_key:
         found = (given.api_key, None, "the API key xrerank was given (shared: --new-key APP gives each app its own)")
     elif not server.auth_enabled():

@@ -43,7 +43,7 @@ GIB = 2**30
 CPU_RUNTIME_BYTES = int(0.6 * GIB)
 CUDA_CONTEXT_BYTES = int(0.5 * GIB)
 BATCH_PAIRS = 32
-_HEADROOM = 0.8  # plan to use at most 80% of what a worker reports free
+HEADROOM = 0.8  # plan to use at most 80% of what a worker reports free
 
 
 @dataclass(frozen=True)
@@ -182,12 +182,29 @@ def _import_finding(name: str, what: str, imported: list, cause: Finding | None)
 
 # --- the server -----------------------------------------------------------------------------
 
-_PROBE_UID = "xrerank-doctor-probe-no-such-model"
+ADMIN_SCOPES = {"models:write", "models:register"}  # launch, terminate, scale; register, unregister
+
+
+def may_administer(server: Xinference) -> tuple[bool, str]:
+    """May these credentials register and launch? Asked of the login's own permissions (read-only);
+    an API key is refused that question, as it is refused every admin operation."""
+    from .errors import Unreachable
+
+    if not server.credentials.username:
+        return False, "these credentials are an API key, and API keys may only query and rerank"
+    try:
+        granted = server.permissions()
+    except Unreachable as exc:
+        return False, str(exc)
+    if "admin" in granted or granted >= ADMIN_SCOPES:
+        return True, ""
+    missing = ", ".join(sorted(ADMIN_SCOPES - granted))
+    return False, f"{server.credentials.username!r} lacks the permission(s) {missing}"
 
 
 def server_findings(server: Xinference, needs_admin: bool) -> tuple[list[Finding], list[Worker]]:
     """Reachability, version, auth, what the credentials may do, and the workers."""
-    from .errors import ServerError, Unreachable
+    from .errors import Unreachable
     from .http import Banned, Refused
 
     try:
@@ -225,14 +242,7 @@ def server_findings(server: Xinference, needs_admin: bool) -> tuple[list[Finding
             return findings, []
         kind = "user login" if credentials.username else "API key"
         findings.append(Finding("server", "auth", OK, f"auth is on; credentials given: {kind}"))
-        try:
-            server.terminate(_PROBE_UID)  # changes nothing: the uid does not exist
-            admin = True
-        except Unreachable as exc:
-            admin = False
-            refusal = str(exc)
-        except ServerError:
-            admin = True  # "not found": the call was allowed
+        admin, refusal = may_administer(server)
         if admin:
             expiry = "; its token lasts 30 min and xrerank logs in again" if credentials.username else ""
             findings.append(Finding("server", "credentials", OK, f"may register and launch{expiry}"))
@@ -392,12 +402,30 @@ def deployment_findings(
     return findings
 
 
-def replicas_on_busiest_gpu(settings: LaunchSettings, gpus: int) -> int:
-    """The most replicas one GPU holds: gpu_idx says; else Xinference fills the GPUs in turn."""
+def replicas_per_gpu_on(settings: LaunchSettings, worker: Worker, replicas: int) -> dict[int, int]:
+    """How many of `replicas` replicas each GPU of `worker` holds: gpu_idx says; else Xinference
+    fills the GPUs in turn, and the freest first is the kindest guess."""
     per_gpu = settings.replicas_per_gpu()
     if per_gpu:
-        return max(per_gpu.values())
-    return math.ceil(settings.replica * (settings.n_gpu or 1) / max(1, gpus))
+        return per_gpu
+    indexes = sorted(range(worker.gpu_count), key=worker.free_on_gpu, reverse=True) or [0]
+    counts: dict[int, int] = {}
+    for slot in range(replicas * (settings.n_gpu or 1)):
+        index = indexes[slot % len(indexes)]
+        counts[index] = counts.get(index, 0) + 1
+    return counts
+
+
+def tightest_gpu(settings: LaunchSettings, workers: list[Worker], need: int) -> tuple[int, int, int]:
+    """(GPU index, replicas on it, its free bytes) for the GPU the launch fills closest to its free
+    memory, GPU by GPU: a full GPU 0 beside an empty GPU 1 is not half free."""
+    per_worker = settings.replicas_per_worker(len(workers))
+    placements = [
+        (index, count, worker.free_on_gpu(index))
+        for worker in workers
+        for index, count in replicas_per_gpu_on(settings, worker, per_worker).items()
+    ]
+    return max(placements, key=lambda p: (p[1] * need - p[2] * HEADROOM, p[1]))
 
 
 def _capacity_finding(
@@ -410,17 +438,15 @@ def _capacity_finding(
         f"{estimate.runtime / GIB:.1f} GiB runtime"
     )
     if on_gpu:
-        gpus = max(1, max(w.gpu_count for w in workers))
-        sharing = replicas_on_busiest_gpu(settings, gpus)
-        available = max(((w.gpu_vram_available or 0) / max(1, w.gpu_count) for w in workers), default=0)
+        index, sharing, available = tightest_gpu(settings, workers, need)
         need *= sharing
-        where = f"{available / GIB:.1f} GiB free per GPU for {sharing} replica(s) on one GPU"
+        where = f"{available / GIB:.1f} GiB free on GPU {index} for the {sharing} replica(s) it holds"
     else:
         per_worker = settings.replicas_per_worker(len(workers))
         available = min((w.mem_available or 0 for w in workers), default=0)
         need *= per_worker
         where = f"{available / GIB:.1f} GiB RAM free for {per_worker} replica(s)"
-    fits = need <= available * _HEADROOM
+    fits = need <= available * HEADROOM
     evidence = f"needs {need / GIB:.2f} GiB ({shape}, per replica); {where}"
     if fits:
         return Finding("deployment", "memory", OK, evidence)
@@ -445,17 +471,26 @@ def model_config(target: Target) -> tuple[dict | None, int | None]:
     return config, count_parameters(target.weights) if target.weights.is_dir() else None
 
 
-def preflight(server: Xinference, target: Target, machine: bool) -> list[Finding]:
-    """What `xrerank doctor FILE` checks; `deploy` runs it before it registers or launches."""
+def preflight(server: Xinference, target: Target, machine: bool, adding: int | None = None) -> list[Finding]:
+    """What `xrerank doctor FILE` checks; `deploy` runs it before it registers or launches. With
+    `adding`, only that many new replicas need room (the running ones hold theirs already)."""
     findings = machine_findings(probe_machine()) if machine else []
     server_part, workers = server_findings(server, needs_admin=True)
     findings += server_part
-    if workers:
+    if workers and adding != 0:
         config, parameters = model_config(target)
+        settings = target.settings if adding is None else _added(target.settings, adding)
         findings += deployment_findings(
-            target.settings, target.deployment.registration.max_tokens, workers, config, parameters
+            settings, target.deployment.registration.max_tokens, workers, config, parameters
         )
     return findings
+
+
+def _added(settings: LaunchSettings, adding: int) -> LaunchSettings:
+    """`adding` more replicas of `settings`, each with as many GPUs as one of the deployment's."""
+    if not settings.gpu_idx:
+        return settings.with_(replica=adding)
+    return settings.with_(replica=adding, gpu_idx=(), n_gpu=len(settings.gpu_idx) // settings.replica)
 
 
 def launch_preflight(server: Xinference, settings: LaunchSettings, machine: bool) -> list[Finding]:
@@ -465,15 +500,45 @@ def launch_preflight(server: Xinference, settings: LaunchSettings, machine: bool
     findings += server_part
     if not workers:
         return findings
+    return findings + _registered_model_findings(server, settings, workers)
+
+
+def scale_preflight(server: Xinference, model_uid: str, count: int, use_fp16: bool = False) -> list[Finding]:
+    """`xrerank scale`'s checks: the replicas it would add, placed as the running ones are, against what
+    the workers have free now (the running replicas hold their memory already)."""
+    findings, workers = server_findings(server, needs_admin=True)
+    instance = server.instance(model_uid) if workers else None
+    if instance is None:
+        return findings  # scale itself says the model is not running
+    running = [r for r in server.replicas(model_uid) if not r.lost]
+    adding = count - len(running)
+    if adding <= 0:
+        return findings
+    gpus = running[0].gpu_idx if running else ()
+    settings = LaunchSettings(
+        instance.model_name, model_uid, replica=adding, n_gpu=len(gpus) or None,
+        device="cuda" if gpus else "cpu", use_fp16=use_fp16 and bool(gpus),
+    )  # fmt: skip
+    # Threads are the running replicas' (a new replica copies them): only room and the model are checked.
+    checked = [f for f in _registered_model_findings(server, settings, workers) if f.check != "threads"]
+    return findings + checked
+
+
+def _registered_model_findings(server: Xinference, settings: LaunchSettings, workers: list[Worker]) -> list[Finding]:
+    """The launch against the workers, sized by the registered model's weights where readable here."""
     registration = server.registration(settings.model_name)
     if registration is None:
-        return findings + [
-            Finding("deployment", "registration", FAIL, f"{settings.model_name} is not registered", "register it")
-        ]
+        return [
+            Finding(
+                "deployment", "registration", FAIL,
+                f"{settings.model_name} is not registered: no replica of it can load",
+                "register it again (xrerank register, or xrerank deploy FILE)",
+            )
+        ]  # fmt: skip
     directory = Path(registration.model_uri) if registration.model_uri else None
     config = read_config_file(directory) if directory else None
     parameters = count_parameters(directory) if config is not None and directory else None
-    return findings + deployment_findings(settings, registration.max_tokens, workers, config, parameters)
+    return deployment_findings(settings, registration.max_tokens, workers, config, parameters)
 
 
 def examine(session: Session | None, target: Target | None) -> list[Finding]:

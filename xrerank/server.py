@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from .errors import BadInput, ServerError, TimedOut
+from .errors import ServerError, TimedOut, XrerankError
 from .http import Api, Credentials
 from .records import (
     CREATING,
@@ -27,31 +27,6 @@ from .records import (
     Replica,
     Worker,
 )
-
-
-def check_launch_settings(settings: LaunchSettings) -> None:
-    """What can be refused before the server spends ~20 s loading."""
-    if settings.replica < 1:
-        raise BadInput(f"replica must be at least 1, got {settings.replica}")
-    if any(index < 0 for index in settings.gpu_idx):
-        raise BadInput(f"GPU indexes cannot be negative, got {list(settings.gpu_idx)}")
-    if settings.gpu_idx and len(settings.gpu_idx) % settings.replica:
-        raise BadInput(
-            f"{len(settings.gpu_idx)} GPU indexes cannot be shared evenly by {settings.replica} replicas; "
-            "give a multiple of the replica count (an index may repeat: 0,0 puts two replicas on GPU 0)"
-        )
-    if settings.gpu_idx and settings.n_gpu:
-        raise BadInput("give either GPU indexes or a GPU count, not both")
-    if settings.device == "cpu" and (settings.gpu_idx or settings.n_gpu):
-        raise BadInput("device cpu contradicts the GPU indexes or GPU count given")
-    if settings.use_fp16 and settings.device == "cpu":
-        raise BadInput("fp16 on CPU runs about 6x slower than fp32: drop fp16, or launch on a GPU")
-    if settings.threads_per_replica is not None and settings.threads_per_replica < 1:
-        raise BadInput(f"threads per replica must be at least 1, got {settings.threads_per_replica}")
-    if settings.batch_size is not None and settings.batch_size < 1:
-        raise BadInput(f"batch size must be at least 1, got {settings.batch_size}")
-    if settings.batch_interval is not None and not 0 <= settings.batch_interval <= 10:
-        raise BadInput(f"batch interval must be between 0 and 10 seconds, got {settings.batch_interval}")
 
 
 def replica_reachable(replica: Replica, timeout: float = 0.5) -> bool:
@@ -158,7 +133,31 @@ class Xinference:
 
     def workers(self) -> list[Worker]:
         nodes = self.api.get("/v1/cluster/info", params={"detailed": "true"})
-        return [_worker(node) for node in nodes if node.get("node_type") == "Worker"]
+        per_gpu = self._free_per_gpu()
+        return [
+            _worker(node, per_gpu.get(node["ip_address"], {})) for node in nodes if node.get("node_type") == "Worker"
+        ]
+
+    def _free_per_gpu(self) -> dict[str, dict[int, int]]:
+        """Each worker's free memory per GPU index, from /status (the cluster info only sums them);
+        empty where the server does not say."""
+        try:
+            status = self.api.get("/status")
+        except XrerankError:
+            return {}
+        found: dict[str, dict[int, int]] = {}
+        workers = status.get("workers") if isinstance(status, dict) else None
+        for address, entry in (workers or {}).items():
+            devices = (entry or {}).get("status") or {}
+            for key, device in devices.items():
+                index = key.removeprefix("gpu-")
+                if key.startswith("gpu-") and index.isdigit() and isinstance(device, dict):
+                    found.setdefault(address, {})[int(index)] = int(device.get("mem_free") or 0)
+        return found
+
+    def permissions(self) -> set[str]:
+        """What the user login may do (Xinference's scopes, "admin" meaning all); refused for an API key."""
+        return set(self.api.get("/v1/auth/me").get("permissions") or [])
 
     # --- registrations ---------------------------------------------------------------------
 
@@ -215,6 +214,11 @@ class Xinference:
 
     def terminate(self, model_uid: str) -> None:
         self.api.delete(f"/v1/models/{quote(model_uid, safe='')}")
+
+    def cancel_launch(self, model_uid: str, timeout: float = 60.0) -> None:
+        """Stop a launch still loading (terminate answers "not found" until the model is listed); the
+        server answers once its workers have stopped loading, ~20 s, and keeps the instance as ERROR."""
+        self.api.post(f"/v1/models/{quote(model_uid, safe='')}/cancel", timeout=timeout)
 
     def add_replica(
         self, model_uid: str, worker_ip: str | None = None, gpu_idx: tuple[int, ...] = (), timeout: float = 600.0
@@ -316,10 +320,14 @@ class Xinference:
         """An existing key's secret (Xinference keeps keys encrypted, and shows them to an admin)."""
         return self.api.get(f"/v1/admin/keys/{key_id}/reveal")["key"]
 
-    def disable_key(self, key_id: int) -> None:
+    def delete_key(self, key_id: int) -> None:
+        self.api.delete(f"/v1/admin/keys/{int(key_id)}")
+
+    def disable_key(self, key_id: int, new_name: str | None = None) -> None:
         # Disabled, not deleted: a client still sending it is then refused per key, and does not
-        # count against its address's ban as an unknown key would.
-        self.api.request("PUT", f"/v1/admin/keys/{key_id}", json={"enabled": False})
+        # count against its address's ban as an unknown key would. Renamed, its name is free again.
+        body: dict = {"enabled": False} | ({"name": new_name} if new_name else {})
+        self.api.request("PUT", f"/v1/admin/keys/{key_id}", json=body)
 
 
 def _replica(entry: dict) -> Replica:
@@ -347,7 +355,7 @@ def _instance(record: dict) -> Instance:
     )
 
 
-def _worker(node: dict) -> Worker:
+def _worker(node: dict, free_per_gpu: dict[int, int]) -> Worker:
     return Worker(
         address=node["ip_address"],
         cpu_count=node.get("cpu_count"),
@@ -356,6 +364,7 @@ def _worker(node: dict) -> Worker:
         gpu_count=int(node.get("gpu_count") or 0),
         gpu_vram_available=node.get("gpu_vram_available"),
         gpu_vram_total=node.get("gpu_vram_total"),
+        gpu_free=tuple(sorted(free_per_gpu.items())),
     )
 
 
