@@ -147,6 +147,32 @@ def test_replica_zero_is_a_usage_error(run):
     assert run("launch", "--model-name", "custom-x", "--replica", "0").exit_code == 2
 
 
+@pytest.mark.parametrize("count", ["99999999999999999999", "257", "0"])
+def test_an_absurd_replica_count_is_refused_before_anything_is_sent(run, count):
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens: a request would be exit 3
+    for args in (("scale", "--model-uid", "m", count), ("launch", "--model-name", "custom-x", "--replica", count)):
+        result = run("--endpoint", endpoint, *args)
+        assert result.exit_code == 2 and "1<=x<=256" in result.stderr, result.stderr
+
+
+def test_rerank_without_documents_is_a_usage_error(run):
+    result = run("--endpoint", f"http://127.0.0.1:{free_port()}", "rerank", "what is AI?")
+    assert result.exit_code == 2 and "no documents to rank" in result.stderr
+
+
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(run):
+    result = run("--debug", "--endpoint", f"http://127.0.0.1:{free_port()}", "status")
+    assert result.exit_code == 3 and "Traceback" in result.stderr and "error: cannot reach" in result.stderr
+
+
+def test_an_endpoint_ending_in_v1_is_the_server_it_names():
+    from xrerank.http import parse_endpoint
+
+    assert parse_endpoint("http://127.0.0.1:9997/v1") == "http://127.0.0.1:9997"
+    assert parse_endpoint("http://127.0.0.1:9997/v1/") == "http://127.0.0.1:9997"
+    assert parse_endpoint("https://proxy.example/xinference/v1") == "https://proxy.example/xinference"
+
+
 def test_a_docs_file_that_is_not_utf8_is_refused(run, tmp_path):
     docs = tmp_path / "docs.txt"
     docs.write_bytes(b"caf\xe9\n")

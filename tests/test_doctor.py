@@ -105,6 +105,32 @@ def test_max_tokens_8192_in_fp16_needs_more_than_an_80_gb_gpu_would_hold_at_batc
     assert at_8192.weights == at_1024.weights == parameters * 2
 
 
+def test_the_gpu_check_sizes_each_gpu_not_their_average():
+    """A full GPU 0 beside an empty GPU 1 is not two half-free GPUs: replicas placed on GPU 0 fail."""
+    from xrerank.doctor import GIB, deployment_findings
+    from xrerank.records import LaunchSettings, Worker
+
+    worker = Worker("10.0.0.1:30001", 64, 200 * GIB, 256 * GIB, gpu_count=2, gpu_vram_available=41 * GIB,
+                    gpu_vram_total=160 * GIB, gpu_free=((0, 1 * GIB), (1, 40 * GIB)))  # fmt: skip
+    parameters = parameters_from_config(BGE_RERANKER_V2_M3)
+
+    def memory(gpu_idx: tuple[int, ...]) -> object:
+        settings = LaunchSettings("m", replica=len(gpu_idx), gpu_idx=gpu_idx, use_fp16=True)
+        findings = deployment_findings(settings, 1024, [worker], BGE_RERANKER_V2_M3, parameters)
+        return next(f for f in findings if f.check == "memory")
+
+    on_full = memory((0,))
+    assert on_full.level == FAIL and "on GPU 0" in on_full.evidence and "1.0 GiB free" in on_full.evidence
+    assert memory((1,)).level == OK
+    # Without gpu_idx the freest GPU is taken first; a second replica lands on the full one.
+    auto = deployment_findings(LaunchSettings("m", replica=1, device="cuda", use_fp16=True), 1024, [worker],
+                               BGE_RERANKER_V2_M3, parameters)  # fmt: skip
+    assert next(f for f in auto if f.check == "memory").level == OK
+    two = deployment_findings(LaunchSettings("m", replica=2, device="cuda", use_fp16=True), 1024, [worker],
+                              BGE_RERANKER_V2_M3, parameters)  # fmt: skip
+    assert next(f for f in two if f.check == "memory").level == FAIL
+
+
 @pytest.fixture(scope="module")
 def open_server(tmp_path_factory):
     """A second real server, with auth off, for the capacity checks and the auth-off case."""

@@ -202,7 +202,11 @@ def _client(**kwargs) -> Reranker:
         (5, ["a"], None, "the query must be a string, got int"),
         ("  ", ["a"], None, "the query is empty"),
         ("q", "a single string", None, "documents must be a list of strings"),
-        ("q", ["a", 3], None, "documents must be strings; one is int"),
+        ("q", ["a", 3], None, "documents must be strings; document 1 is int"),
+        ("q", ["a", None], None, "documents must be strings; document 1 is NoneType"),
+        ("q", {"key": "value"}, None, "documents must be a list of strings, got dict"),
+        ("q", ["a", "broken \udc80 decode"], None, "document 1 holds a character that is not valid Unicode"),
+        ("broken \ud800", ["a"], None, "the query holds a character that is not valid Unicode"),
         ("q", ["a"], 1.5, "top_n must be a whole number"),
         ("q", ["a"], True, "top_n must be a whole number"),
         ("q", ["a"], -1, "top_n must be a whole number"),
@@ -212,6 +216,23 @@ def test_bad_client_input_is_a_rerank_error_with_exit_code_2(query, documents, t
     with pytest.raises(RerankError, match=message) as raised:
         _client().rerank(query, documents, top_n=top_n)
     assert raised.value.exit_code == ExitCode.BAD_INPUT and isinstance(raised.value, BadInput) is False
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"timeout": -1}, "timeout must be more than 0 seconds, got -1"),
+        ({"timeout": 0}, "timeout must be more than 0 seconds, got 0"),
+        ({"timeout": "x"}, "timeout must be a number of seconds, got 'x'"),
+        ({"timeout": float("nan")}, "timeout must be a number of seconds"),
+        ({"retry_for": -5}, "retry_for must be 0 or more seconds"),
+        ({"retry_for": None}, "retry_for must be a number of seconds"),
+    ],
+)
+def test_bad_client_timeouts_are_refused_when_the_client_is_made(options, message):
+    with pytest.raises(RerankError, match=message) as raised:
+        Reranker(f"http://127.0.0.1:{free_port()}", "m", api_key="xf-test", **options)
+    assert raised.value.exit_code == ExitCode.BAD_INPUT
 
 
 def test_every_client_failure_is_a_rerank_error():
@@ -322,3 +343,64 @@ def test_server_status_says_not_answering_when_the_server_process_does_not_answe
         os.killpg(silent.pid, signal.SIGKILL)
         silent.wait()
         held.close()
+
+
+# --- third pass (issue 21): what an hour of hostile use found ---------------------------------
+
+
+def _client_only(*args: str) -> subprocess.CompletedProcess:
+    """xrerank as a client-only install runs it: without torch, transformers or sentence-transformers."""
+    prelude = (
+        "import sys; sys.modules.update(dict.fromkeys(['torch', 'transformers', 'sentence_transformers']));"
+        "from xrerank.cli import main; sys.argv = ['xrerank', *sys.argv[1:]]; main()"
+    )
+    return subprocess.run([sys.executable, "-c", prelude, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_a_client_only_install_names_the_server_extra_for_what_needs_it(tmp_path):
+    made = _client_only("make-demo-model", str(tmp_path / "demo"))
+    assert made.returncode == 2 and "Traceback" not in made.stderr
+    assert "xrerank[server]" in made.stderr and "torch" in made.stderr
+    assert not (tmp_path / "demo").exists()
+    port = free_port()  # nothing listens: the extra is checked before anything is sent
+    benched = _client_only("--endpoint", f"http://127.0.0.1:{port}", "bench", "--model-uid", "m", "--in-process")
+    assert benched.returncode == 2 and "bench --in-process needs the server side" in benched.stderr
+    assert "Traceback" not in benched.stderr
+
+
+def test_a_client_only_install_refuses_the_in_process_reference_in_one_line(tmp_path):
+    code = (
+        "import sys; sys.modules.update(dict.fromkeys(['torch', 'transformers', 'sentence_transformers']))\n"
+        "from pathlib import Path\nfrom xrerank.verify import Reference, reference_scores\n"
+        "from xrerank.errors import BadInput\n"
+        "try:\n    reference_scores(Reference(Path('.'), 512, 'float32', False), [('q', 'd')])\n"
+        "except BadInput as exc:\n    print('refused:', exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "refused:" in done.stdout and "xrerank[server]" in done.stdout, done.stderr
+
+
+def test_state_files_reach_the_disk_before_and_after_the_rename(tmp_path, monkeypatch):
+    from xrerank.files import write_json_atomically
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    path = tmp_path / "state.json"
+    write_json_atomically(path, {"a": 1})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert len(synced) == 2 and synced[0].endswith(".tmp") and synced[1] == str(tmp_path)
+
+
+def test_a_truncated_state_file_is_reported_with_its_name_not_taken_as_empty(tmp_path):
+    from xrerank import ledger
+    from xrerank.files import DamagedState, read_json
+    from xrerank.records import Instance, Replica
+
+    instance = Instance("m", "n", "READY", 1, 123, (Replica(0, "m-rep0", "READY", created_ts=123),))
+    ledger.record_launch(tmp_path, "http://127.0.0.1:9", instance, {"threads_per_replica": 1})
+    record = next((tmp_path / "deployments").glob("*.launch.json"))
+    record.write_text(record.read_text()[:20])  # a power cut halfway through an unsynced write
+    assert read_json(record) is None  # lenient readers rebuild what they can
+    with pytest.raises(DamagedState, match=f"{record.name} is damaged.*delete it to go on"):
+        ledger.launched_with(tmp_path, "http://127.0.0.1:9", instance)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .defaults import API_KEY_ENV, CONNECT_FORMATS, DEFAULT_ENDPOINT, HUBS
+from .defaults import API_KEY_ENV, CONNECT_FORMATS, DEFAULT_ENDPOINT, HUBS, MAX_REPLICAS
 from .errors import BadInput, ExitCode, XrerankError
 from .render import (
     bench_text,
@@ -53,7 +53,9 @@ class ErrorBoundary(click.Group):
             return super().invoke(ctx)
         except XrerankError as exc:
             if isinstance(ctx.obj, Context) and ctx.obj.debug:
-                raise
+                import traceback
+
+                traceback.print_exc()  # and still the documented exit code: scripts read it
             click.echo(f"error: {_one_line(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
@@ -253,7 +255,7 @@ def register(context, spec_file, model_dir, model_name, languages, max_tokens, p
 @cli.command()
 @click.option("--model-name", required=True, help="The registered model to launch.")
 @click.option("--model-uid", help="Its uid on the server (default: the model name).")
-@click.option("--replica", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--replica", type=click.IntRange(1, MAX_REPLICAS), default=1, show_default=True)
 @click.option("--gpu-idx", help="GPU indexes, e.g. 0,1 or 0,0 (two replicas on GPU 0): a multiple of --replica.")
 @click.option("--n-gpu", type=click.IntRange(min=1), help="GPUs per replica, chosen by the server.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Force a device (default: the server picks).")
@@ -317,24 +319,27 @@ def _parse_gpu_idx(text: str | None) -> tuple[int, ...]:
 
 @cli.command()
 @click.option("--model-uid", required=True, help="The running model.")
-@click.argument("replicas", type=click.IntRange(min=1))
+@click.argument("replicas", type=click.IntRange(1, MAX_REPLICAS))
+@click.option("--skip-preflight", is_flag=True, help="Add replicas even when the workers lack room for them.")
 @wait_option(600, "for the new replicas to be READY")
 @json_option
 @click.pass_obj
-def scale(context, model_uid, replicas, wait_for, legacy_wait, as_json):
+def scale(context, model_uid, replicas, skip_preflight, wait_for, legacy_wait, as_json):
     """Add or remove replicas of a running model in place; it keeps answering throughout.
 
-    New replicas run with the launch settings of an existing one. A removed replica is drained
-    first (up to 10 s, where its worker's metrics are known); xrerank's client retries the rest.
+    New replicas run with the launch settings of an existing one, once the workers are found to
+    have room for them. A removed replica is drained first (up to 10 s, where its worker's
+    metrics are known); xrerank's client retries the rest.
 
     \b
         xrerank scale --model-uid bge-reranker 3
     """
-    from .replicas import scale as run
+    from .deploy import checked_scale
 
     session = context.session()
     started = time.monotonic()
-    outcome = run(session, model_uid, replicas, _deadline(wait_for, legacy_wait), progress)
+    deadline = _deadline(wait_for, legacy_wait)
+    outcome = checked_scale(session, model_uid, replicas, deadline, progress, not skip_preflight)
     seconds = time.monotonic() - started
     document = {"model_uid": model_uid, "replica": replicas, "outcome": outcome, "seconds": round(seconds, 1)}
     _done(document, as_json, f"{model_uid}: {outcome}, {replicas} replica(s) ({seconds:.1f}s)")
@@ -345,14 +350,14 @@ def scale(context, model_uid, replicas, wait_for, legacy_wait, as_json):
 @json_option
 @click.pass_obj
 def terminate(context, model_uid, as_json):
-    """Stop a running model (idempotent: an absent uid is "absent", exit 0).
+    """Stop a running model, or one still loading (idempotent: an absent uid is "absent", exit 0).
 
     \b
         xrerank terminate --model-uid bge-reranker
     """
-    from .deploy import terminate_model
+    from .deploy import terminate
 
-    outcome = terminate_model(context.session().server, model_uid)
+    outcome = terminate(context.session(), model_uid)
     _done({"model_uid": model_uid, "outcome": outcome}, as_json, f"{model_uid}: {outcome}")
 
 
@@ -409,6 +414,8 @@ def rerank(context, query, documents, docs_file, model_uid, top_n, as_json):
     from .serving import open_client, rerank_target
 
     documents = list(documents) + (_read_documents(docs_file) if docs_file else [])
+    if not documents:
+        raise BadInput("no documents to rank: give them after the query, or --docs-file FILE (- for stdin)")
     session = context.session()
     uid, demo = rerank_target(session.server, model_uid)
     if demo:
@@ -562,6 +569,9 @@ def deploy(context, file, dry_run, replace, skip_preflight, wait_for, legacy_wai
             click.echo(f"{result.uid}: deployed" + ("" if result.changed else " (unchanged)"))
     if dry_run and result.refused:
         progress("error: " + "; ".join(step.detail for step in result.refused) + "; use --replace to change it")
+        sys.exit(ExitCode.FAILED)
+    if dry_run and result.preflight_failed:
+        progress("error: " + str(PreflightFailed(result.preflight_failed)))
         sys.exit(ExitCode.FAILED)
 
 
@@ -724,8 +734,6 @@ def connect(context, file, model_uid, form, new_key, key_name, show_key, as_json
     from .local import embedded_at
     from .serving import rerank_target
 
-    if new_key and key_name:
-        raise BadInput("give --new-key APP or --key APP, not both")
     if file is not None:
         target, session = context.target(file)
         model_uid = model_uid or target.settings.uid
@@ -739,7 +747,7 @@ def connect(context, file, model_uid, form, new_key, key_name, show_key, as_json
         emit_json(connection.as_dict(show_key))
         return
     if prints_key(form, connection, show_key):
-        progress(f"note: this output holds the API key of {connection.key_note}; keep it out of logs")
+        progress(f"note: this output holds {connection.key_note}; keep it out of logs")
     click.echo(recipe(connection, form, show_key))
 
 
@@ -807,6 +815,25 @@ def keys_revoke(context, app, as_json):
 
     outcome = revoke_app_key(context.session().server, app)
     _done({"app": app, "outcome": outcome}, as_json, f"{app}: {outcome}")
+
+
+@keys_group.command("prune")
+@json_option
+@click.pass_obj
+def keys_prune(context, as_json):
+    """Delete the keys xrerank made for its own rerank traffic, but the one in use here.
+
+    Earlier versions made one per fresh $XRERANK_HOME (a CI job: one per run); apps' keys are
+    never touched. An xrerank elsewhere whose key goes makes its own again on its next command.
+
+    \b
+        xrerank keys prune
+    """
+    from .keys import prune_data_plane_keys
+
+    session = context.session()
+    deleted = prune_data_plane_keys(session.server, session.home)
+    _done({"deleted": deleted}, as_json, f"deleted {len(deleted)} key(s)" + "".join(f"\n  {n}" for n in deleted))
 
 
 # --- the embedded local server -------------------------------------------------------------------

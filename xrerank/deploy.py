@@ -18,14 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ledger, replicas
+from .defaults import MAX_REPLICAS
 from .demo import is_random_model
-from .doctor import FAIL, Finding, launch_preflight, preflight
+from .doctor import FAIL, Finding, launch_preflight, preflight, scale_preflight
 from .errors import BadInput, Conflict, ExitCode, ServerError, TimedOut, XrerankError, worker_lost
 from .files import file_name, held_lock, read_json, write_json_atomically
 from .modeldir import NotOurs, inspect_model_dir, purge, read_complete_manifest
 from .plan import DONE, REFUSED, Desired, Observed, Step, launch_step, plan, refused
-from .records import Instance, LaunchSettings
-from .server import Xinference, check_launch_settings, threads_per_replica
+from .records import CREATING, Instance, LaunchSettings, check_launch_settings
+from .server import Xinference, threads_per_replica
 from .serving import open_client
 from .session import Session
 from .spec import build_spec, check_spec_document, spec_differences
@@ -66,17 +67,52 @@ def register_model(server: Xinference, spec: dict, persist: bool = True, replace
 
 
 def unregister_model(server: Xinference, model_name: str) -> str:
+    """Unregister: "unregistered", or "absent"; refused while a model runs it (Xinference would let it
+    go, and the model would then fail every scale, heal and restart)."""
     if server.registration(model_name) is None:
         return "absent"
+    users = models_running(server, model_name)
+    if users:
+        raise Conflict(
+            f"{model_name} is in use by {_named(users)}: unregistering it would break their next scale or "
+            f"restart; terminate them first (xrerank terminate --model-uid {users[0]})"
+        )
     server.unregister(model_name)
     return "unregistered"
 
 
+def models_running(server: Xinference, model_name: str, besides: str | None = None) -> list[str]:
+    """The uids that run (or are launching) `model_name`, other than `besides`."""
+    uids = {m.uid for m in server.models() if m.model_name == model_name}
+    uids |= {i.uid for i in server.instances() if i.model_name == model_name and i.status == CREATING}
+    return sorted(uids - {besides})
+
+
+def _named(uids: list[str]) -> str:
+    return ("model " if len(uids) == 1 else "models ") + ", ".join(uids)
+
+
 def terminate_model(server: Xinference, model_uid: str) -> str:
-    if model_uid not in {model.uid for model in server.models()}:
+    """Stop a model: "terminated", "cancelled" (it was still loading), or "absent"."""
+    if model_uid in {model.uid for model in server.models()}:
+        server.terminate(model_uid)
+        return "terminated"
+    instance = server.instance(model_uid)
+    if instance is None or not (instance.status == CREATING or any(r.status == CREATING for r in instance.replicas)):
         return "absent"
-    server.terminate(model_uid)
-    return "terminated"
+    # Still loading: Xinference lists it only once READY, and until then terminate answers "not found".
+    server.cancel_launch(model_uid)
+    if model_uid in {model.uid for model in server.models()}:  # its launch finished as the cancel went out
+        server.terminate(model_uid)
+        return "terminated"
+    return "cancelled"
+
+
+def terminate(session: Session, model_uid: str) -> str:
+    """`xrerank terminate`: the model stopped, and what xrerank recorded of its launch forgotten."""
+    outcome = terminate_model(session.server, model_uid)
+    ledger.forget(session.home, session.endpoint, model_uid)
+    return outcome
 
 
 def launch_model(
@@ -95,7 +131,7 @@ def launch_model(
     server, uid = session.server, settings.uid
     instance = server.instance(uid)
     outcome = "launched"
-    if instance is not None and not instance.failed:
+    if instance is not None and (not instance.failed or serving(instance)):
         running = server.replicas(uid, check_reachable=True)
         desired = Desired(
             settings.model_name, "", uid, settings.replica, gpu_idx=settings.gpu_idx,
@@ -108,10 +144,10 @@ def launch_model(
         step = launch_step(desired, observed, replace)
         if step.state == REFUSED:
             raise Conflict(f"{step.detail}; terminate it first, or use deploy --replace")
-        if step.action == "heal":
+        if step.action in ("heal", "repair"):
             progress(step.detail)
-            _change_in_place(session, desired, "heal", deadline, progress)
-            return "healed"
+            _change_in_place(session, desired, step.action, deadline, progress)
+            return "healed" if step.action == "heal" else "repaired"
         if step.action in ("scale", "roll"):
             raise Conflict(
                 f"{uid} runs {len(running)} replica(s) and launch does not change a running model: "
@@ -144,6 +180,12 @@ def launch_model(
         _wait(server, settings, deadline, progress)
     _record(session, settings)
     return outcome
+
+
+def serving(instance: Instance) -> bool:
+    """Does a model marked ERROR still answer? Xinference marks a running model ERROR when a change of
+    it fails (a replica add whose registration is gone), and keeps its READY replicas serving."""
+    return any(replica.ready for replica in instance.replicas)
 
 
 def _record(session: Session, settings: LaunchSettings) -> None:
@@ -205,12 +247,30 @@ def cpu_threads(server: Xinference, settings: LaunchSettings) -> int | None:
 def checked_launch(
     session: Session, settings: LaunchSettings, deadline: float, progress: Progress, preflight_checks: bool = True
 ) -> str:
-    """`xrerank launch`: the capacity checks deploy runs, then the launch."""
+    """`xrerank launch`: the capacity checks deploy runs, then the launch, holding the model's lock."""
     check_launch_settings(settings)
-    if preflight_checks:
-        progress("preflight: checking the server and the launch against its workers")
-        _raise_on_failures(launch_preflight(session.server, settings, machine=False))
-    return launch_model(session, settings, deadline, progress)
+    with held_deployment_lock(session, settings.uid, deadline, progress):
+        if preflight_checks:
+            progress("preflight: checking the server and the launch against its workers")
+            _raise_on_failures(launch_preflight(session.server, settings, machine=False))
+        return launch_model(session, settings, deadline, progress)
+
+
+def checked_scale(
+    session: Session, model_uid: str, count: int, deadline: float, progress: Progress, preflight_checks: bool = True
+) -> str:
+    """`xrerank scale`: room for the replicas it adds on the workers (as deploy checks), then the scale,
+    holding the model's lock so that a deploy or another scale of it waits its turn."""
+    if not 1 <= count <= MAX_REPLICAS:
+        raise BadInput(f"replica count {count} is out of range: 1 to {MAX_REPLICAS}")
+    with held_deployment_lock(session, model_uid, deadline, progress):
+        if preflight_checks:
+            instance = session.server.instance(model_uid)
+            tunings = ledger.launched_with(session.home, session.endpoint, instance).values()
+            fp16 = any(t and t.get("use_fp16") for t in tunings)
+            progress("preflight: checking room for the new replicas on the workers")
+            _raise_on_failures(scale_preflight(session.server, model_uid, count, fp16))
+        return replicas.scale(session, model_uid, count, deadline, progress)
 
 
 def spec_for_directory(
@@ -306,7 +366,11 @@ def observe(session: Session, target: Target) -> tuple[Desired, Observed]:
     spec = desired_spec(target)
     uid = target.settings.uid
     instance = server.instance(uid)
-    replicas = server.replicas(uid, check_reachable=True) if instance is not None and not instance.failed else []
+    replicas = (
+        server.replicas(uid, check_reachable=True)
+        if instance is not None and (not instance.failed or serving(instance))
+        else []
+    )
     desired = Desired(
         model_name=target.settings.model_name,
         model_uri=str(target.weights),
@@ -339,6 +403,7 @@ class DeployResult:
     uid: str
     endpoint: str
     dry_run: bool = False
+    preflight_failed: list[Finding] = field(default_factory=list)  # a dry run's: what the real run would refuse
 
     @property
     def changed(self) -> bool:
@@ -358,6 +423,7 @@ class DeployResult:
             "plan": [{"step": s.name, "state": s.state, "detail": s.detail} for s in self.steps],
             "carried_out": self.carried_out,
             "verification": self.verification.as_dict() if self.verification else None,
+            **({"preflight": [f.as_dict() for f in self.preflight_failed]} if self.dry_run else {}),
         }
 
 
@@ -373,10 +439,30 @@ def deploy(
     """Compare, plan, and carry out the plan in order; the plan is redone once the weights are known."""
     server = session.server
     if dry_run:
-        return DeployResult(plan(*observe(session, target), replace=replace), [], None, target.settings.uid,
-                            server.endpoint, dry_run=True)  # fmt: skip
-    with held_lock(_lock_path(session, target), deadline, f"{target.settings.uid} on {server.endpoint}", progress):
+        desired, observed = observe(session, target)
+        steps = plan(desired, observed, replace=replace)
+        result = DeployResult(steps, [], None, target.settings.uid, server.endpoint, dry_run=True)
+        if preflight_checks and _changes_replicas(steps):
+            checks = preflight(server, target, machine=False, adding=_replicas_added(desired, observed, steps))
+            result.preflight_failed = [f for f in checks if f.level == FAIL]
+        return result
+    with held_deployment_lock(session, target.settings.uid, deadline, progress):
         return _deploy(session, target, deadline, replace, progress, preflight_checks)
+
+
+def _changes_replicas(steps: list[Step]) -> bool:
+    return any(s.state != DONE for s in steps if s.name in ("register", "launch", "wait"))
+
+
+def _replicas_added(desired: Desired, observed: Observed, steps: list[Step]) -> int | None:
+    """How many replicas the plan adds beside those that keep running (None: all of them, from nothing)."""
+    action = next(s.action for s in steps if s.name == "launch")
+    healthy = len([r for r in observed.replicas if not r.lost])
+    if action in ("scale", "heal", "repair"):
+        return max(0, desired.replica - healthy) or (1 if action == "repair" else 0)
+    if action == "roll":
+        return 1  # one new replica at a time, before an old one goes
+    return None
 
 
 def _deploy(
@@ -387,10 +473,10 @@ def _deploy(
     steps = plan(desired, observed, replace=replace)
     result = DeployResult(steps, [], None, target.settings.uid, server.endpoint)
     _raise_if_refused(steps)
-    if preflight_checks and any(s.state != DONE for s in steps if s.name in ("register", "launch", "wait")):
+    if preflight_checks and _changes_replicas(steps):
         here = _is_loopback(server)
         progress("preflight: checking the server, the deployment" + (" and this machine" if here else ""))
-        _raise_on_failures(preflight(server, target, machine=here))
+        _raise_on_failures(preflight(server, target, machine=here, adding=_replicas_added(desired, observed, steps)))
     if steps[0].state != DONE:
         progress("download: " + steps[0].detail)
         ensure_weights(target, deadline, progress)
@@ -410,7 +496,7 @@ def _deploy(
         register_model(server, spec, persist=target.deployment.registration.persist, replace=replace)
         result.carried_out.append("register")
     launch = by_name["launch"]
-    if launch.action in ("scale", "heal", "roll"):
+    if launch.action in ("scale", "heal", "roll", "repair"):
         progress(f"{launch.action}: {launch.detail}")
         _change_in_place(session, desired, launch.action, deadline, progress)
         result.carried_out.append(launch.action)
@@ -440,13 +526,17 @@ def _observe_settled(session: Session, target: Target, deadline: float, progress
 
 
 def _change_in_place(session: Session, desired: Desired, action: str, deadline: float, progress: Progress) -> None:
-    """Scale, heal or roll a running model: it keeps answering; then wait for every replica."""
+    """Scale, heal, roll or repair a running model: it keeps answering; then wait for every replica. A
+    model still marked ERROR after the change is repaired too."""
     if action == "scale":
         replicas.scale(session, desired.uid, desired.replica, deadline, progress, desired)
     elif action == "heal":
         replicas.heal(session, desired, deadline, progress)
-    else:
+    elif action == "roll":
         replicas.roll(session, desired, deadline, progress)
+    instance = session.server.instance(desired.uid)
+    if action == "repair" or (instance is not None and instance.failed):
+        replicas.repair(session, desired, deadline, progress)
     session.server.wait_until_ready(desired.uid, desired.replica, deadline)
 
 
@@ -462,9 +552,16 @@ def _weights_lock(target: Target) -> Path:
     return target.home / "locks" / file_name("weights", digest, suffix=".lock")
 
 
-def _lock_path(session: Session, target: Target) -> Path:
-    server = session.endpoint.split("://", 1)[-1]
-    return target.home / "locks" / file_name(target.settings.uid, server, suffix=".lock")
+def held_deployment_lock(session: Session, model_uid: str, deadline: float, progress: Progress = _quiet):
+    """The lock every change of one uid on one server takes (deploy, launch, scale, destroy), so that two
+    of them take turns instead of interleaving their requests."""
+    path = deployment_lock_path(session.home, session.endpoint, model_uid)
+    return held_lock(path, deadline, f"{model_uid} on {session.endpoint}", progress)
+
+
+def deployment_lock_path(home: Path, endpoint: str, model_uid: str) -> Path:
+    server = endpoint.split("://", 1)[-1]
+    return home / "locks" / file_name(model_uid, server, suffix=".lock")
 
 
 def _raise_if_refused(steps: list[Step]) -> None:
@@ -537,14 +634,22 @@ class Destroyed:
 def destroy(session: Session, target: Target, deadline: float, purge_weights: bool = False) -> Destroyed:
     """Terminate and unregister what the deployment made; the weights stay unless `purge_weights`,
     and then only the files xrerank wrote go (never a `local` source's)."""
-    server, uid = session.server, target.settings.uid
+    server, uid, name = session.server, target.settings.uid, target.settings.model_name
     if purge_weights and not target.source.owns_weights:
         raise BadInput(f"weights of source {target.source.name} are yours, not xrerank's: they are never purged")
-    with held_lock(_lock_path(session, target), deadline, f"{uid} on {server.endpoint}"):
-        result = Destroyed(
-            uid, terminate_model(server, uid), unregister_model(server, target.settings.model_name), "kept"
-        )
-        ledger.forget(session.home, server.endpoint, uid)
+    with held_deployment_lock(session, uid, deadline):
+        # Everything shared is checked before anything changes: a refusal leaves the server as it was.
+        others = models_running(server, name, besides=uid)
+        if others and server.registration(name) is not None:
+            raise Conflict(
+                f"nothing was changed: {name} is registered for {_named(others)} too, and destroying this "
+                f"deployment would unregister it under them; to stop only {uid}: xrerank terminate --model-uid {uid}"
+            )
+        if purge_weights:
+            sharing = weights_users(server, target.weights, name, uid)
+            if sharing:
+                raise Conflict(f"nothing was changed: the weights in {target.weights} are in use by {sharing}")
+        result = Destroyed(uid, terminate(session, uid), unregister_model(server, name), "kept")
         target.spec_path.unlink(missing_ok=True)
     if purge_weights and target.weights.exists():
         try:
@@ -555,6 +660,23 @@ def destroy(session: Session, target: Target, deadline: float, purge_weights: bo
         result.weights = "deleted" if purged.removed_directory else f"deleted {len(purged.deleted)} file(s)"
         result.kept = purged.kept
     return result
+
+
+def weights_users(server: Xinference, weights: Path, model_name: str, model_uid: str) -> str:
+    """Who else needs the weights in `weights`: other registrations of that directory, and the models
+    running them (or running `model_name` under another uid); "" when nobody does."""
+    directory = weights.resolve()
+    names = [
+        other
+        for other in server.registration_names()
+        if other != model_name
+        and (found := server.registration(other)) is not None
+        and found.model_uri is not None
+        and Path(found.model_uri).resolve() == directory
+    ]
+    running = sorted({uid for n in [model_name, *names] for uid in models_running(server, n, besides=model_uid)})
+    parts = ([f"the registration(s) {', '.join(names)}"] if names else []) + ([_named(running)] if running else [])
+    return " and ".join(parts)
 
 
 def _fingerprint(target: Target, spec: dict | None) -> str:

@@ -6,6 +6,8 @@ difference). The launch step says how a running model is changed, most gentle fi
   heal     replicas lost with their worker: those removed, new ones added, the healthy kept;
   roll     another placement or other GPUs (--replace): a new replica added, then an old one
            removed, one at a time, so the uid keeps answering;
+  repair   a model Xinference marks ERROR after a failed change while its replicas answer: one replica
+           added and removed again clears the mark (it would refuse a new launch of the uid forever);
   relaunch what new replicas cannot carry (another spec, threads, batching, fp16, env: Xinference
            4.1 gives an added replica the launch settings of an existing one): terminate and
            launch, the uid gone for ~20 s (--replace), said in the plan.
@@ -105,7 +107,7 @@ def _register(desired: Desired, observed: Observed, replace: bool) -> Step:
 def launch_step(desired: Desired, observed: Observed, replace: bool, register_replaced: bool = False) -> Step:
     """Is `desired.uid` running as wanted ("already so"), or how is it to be changed (see the module doc)?"""
     instance = observed.instance
-    if instance is None or instance.failed:
+    if instance is None or (instance.failed and not any(r.ready for r in observed.replicas)):
         return Step("launch", TODO, f"launch {desired.uid} with {desired.replica} replica(s)", action="launch")
     healthy = [r for r in observed.replicas if not r.lost]
     lost = [r for r in observed.replicas if r.lost]
@@ -144,6 +146,13 @@ def launch_step(desired: Desired, observed: Observed, replace: bool, register_re
         return Step("launch", REFUSED, f"{desired.uid} is running differently: " + detail)
     if count:
         return Step("launch", TODO, f"scale {len(healthy)} -> {desired.replica} replicas in place", action="scale")
+    if instance.failed:
+        return Step(
+            "launch", TODO,
+            f"repair: {desired.uid} is marked ERROR (a change of it failed) while its {len(healthy)} replica(s) "
+            "answer; adding a replica and removing it again clears the mark, the model answering throughout",
+            action="repair",
+        )  # fmt: skip
     return Step("launch", DONE, f"{desired.uid} runs {desired.model_name} with {desired.replica} replica(s)")
 
 

@@ -36,7 +36,11 @@ def scale(session: Session, uid: str, count: int, deadline: float, progress: Pro
     if not replicas:
         raise XrerankError(f"{uid} has no healthy replica to scale from; run deploy to launch it again")
     if len(replicas) == count:
-        return "unchanged"
+        if all(replica.ready for replica in replicas):
+            return "unchanged"
+        progress(f"{uid}: {count} replica(s), not all READY yet; waiting for them")
+        server.wait_until_ready(uid, count, deadline)
+        return "resumed"
     progress(f"{uid}: scale {len(replicas)} -> {count} replicas in place")
     free = _free_shares(desired, replicas) if desired else []
     while len(replicas) < count:
@@ -59,6 +63,18 @@ def heal(session: Session, desired: Desired, deadline: float, progress: Progress
     for _ in range(desired.replica - len(healthy)):
         _add(session, uid, desired, free.pop(0) if free else (), deadline, progress)
     return "healed"
+
+
+def repair(session: Session, desired: Desired, deadline: float, progress: Progress) -> str:
+    """Clear the ERROR mark Xinference leaves on a model whose change failed while its replicas answer:
+    a replica added successfully clears it. The added one is removed again unless the model was short."""
+    server, uid = session.server, desired.uid
+    healthy = [r for r in server.replicas(uid, check_reachable=True) if not r.lost]
+    progress(f"{uid}: marked ERROR while {len(healthy)} replica(s) answer; adding one to clear the mark")
+    added = _add(session, uid, desired, (_free_shares(desired, healthy) or [()])[0], deadline, progress)
+    if len(healthy) >= desired.replica:
+        _remove(session, uid, added, deadline, progress)
+    return "repaired"
 
 
 def roll(session: Session, desired: Desired, deadline: float, progress: Progress) -> str:
