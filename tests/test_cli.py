@@ -155,6 +155,30 @@ def test_an_absurd_replica_count_is_refused_before_anything_is_sent(run, count):
         assert result.exit_code == 2 and "1<=x<=256" in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("scale", "--model-uid", "../x y", "2"),
+        ("scale", "--model-uid", "", "2"),
+        ("terminate", "--model-uid", ""),
+        ("status", "--model-uid", "a/b"),
+        ("unregister", "--model-name", ""),
+        ("launch", "--model-name", "custom-x", "--model-uid", ""),
+        ("keys", "create", "app", "--model-uid", "a b"),
+    ],
+)
+def test_a_uid_or_name_the_server_cannot_have_is_a_usage_error(run, args):
+    result = run("--endpoint", f"http://127.0.0.1:{free_port()}", *args)
+    assert result.exit_code == 2, result.stderr
+    assert "is not allowed" in result.stderr or "is required" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("wait", ["nan", "inf"])
+def test_a_wait_that_is_not_a_number_of_seconds_is_refused(run, wait):
+    result = run("--endpoint", f"http://127.0.0.1:{free_port()}", "terminate", "--model-uid", "m", "--wait", wait)
+    assert result.exit_code == 2 and "give a number of seconds" in result.stderr
+
+
 def test_rerank_without_documents_is_a_usage_error(run):
     result = run("--endpoint", f"http://127.0.0.1:{free_port()}", "rerank", "what is AI?")
     assert result.exit_code == 2 and "no documents to rank" in result.stderr

@@ -5,6 +5,9 @@ is shared by the tests below; each test leaves it running with one READY replica
 """
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -107,6 +110,38 @@ def test_unregister_refuses_while_a_model_runs_the_registration(run, admin, depl
     result = run(*admin, "unregister", "--model-name", NAME)
     assert result.exit_code == 1 and f"in use by model {UID}" in result.stderr, result.stderr
     assert xinference.admin().registration(NAME) is not None
+    builtin = run(*admin, "unregister", "--model-name", "bge-reranker-v2-m3")
+    assert builtin.exit_code == 2 and "built-in" in builtin.stderr
+
+
+def test_destroy_racing_a_launch_of_another_uid_waits_for_it_and_changes_nothing(run, admin, deployed, xinference,
+                                                                                   home):  # fmt: skip
+    """A launch of another uid on the same registration is under way (not yet visible on the server)."""
+    env = {**os.environ, "XRERANK_HOME": str(home)}
+    launch = subprocess.Popen(
+        [sys.executable, "-m", "xrerank", *admin, "launch", "--model-name", NAME, "--model-uid", "hard-race",
+         "--device", "cpu"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(0.8)
+        result = run(*admin, "destroy", deployed)
+        assert launch.wait(timeout=300) == 0, launch.stderr.read()
+        assert result.exit_code == 1 and "nothing was changed" in result.stderr and "hard-race" in result.stderr
+        assert _replicas(xinference) == ["READY"] and xinference.admin().registration(NAME) is not None
+    finally:
+        launch.kill()
+        run(*admin, "terminate", "--model-uid", "hard-race")
+
+
+def test_terminate_waits_for_another_change_of_the_model(run, admin, deployed, xinference, home):
+    from filelock import FileLock
+
+    from xrerank.deploy import deployment_lock_path
+
+    with FileLock(str(deployment_lock_path(home, xinference.endpoint, UID))):  # a scale of it under way
+        result = run(*admin, "terminate", "--model-uid", UID, "--wait", "2")
+    assert result.exit_code == 4 and "locked by another xrerank process" in result.stderr
+    assert _replicas(xinference) == ["READY"]
 
 
 # --- terminate says what happened, also while the model loads -------------------------------------
@@ -129,6 +164,12 @@ def test_terminate_stops_a_model_that_is_still_loading(run, admin, deployed, xin
     for _ in range(2):  # it does not come back once its load would have finished
         assert "hard-loading" not in {m.uid for m in server.models()}
         time.sleep(3)
+    if answer["outcome"] == "cancelled":  # the server keeps it as ERROR; xrerank knows it was cancelled
+        result, report = run.json(*admin, "status")
+        shown = next(m for m in report["models"] if m["model_uid"] == "hard-loading")
+        assert shown["status"] == "CANCELLED" and not [p for p in report["problems"] if "hard-loading" in p]
+        result = run(*admin, "status", "--model-uid", "hard-loading")
+        assert result.exit_code == 1 and "its launch was cancelled" in result.stdout
     result, answer = run.json(*admin, "terminate", "--model-uid", "hard-loading")
     assert result.exit_code == 0 and answer["outcome"] == "absent"
 
@@ -170,6 +211,19 @@ def test_a_key_whose_scope_excludes_the_model_is_not_offered(run, admin, deploye
     assert result.exit_code == 2 and "may use only some-other-model" in result.stderr
 
 
+def test_show_key_puts_the_key_into_the_code_recipes_and_only_then(run, admin, deployed):
+    import shlex
+
+    created = run(*admin, "connect", "--model-uid", UID, "--new-key", "hard-shown", "--format", "env")
+    line = next(line for line in created.stdout.splitlines() if "XRERANK_API_KEY=" in line)
+    key = shlex.split(line)[1].split("=", 1)[1]
+    shown = run(*admin, "connect", "--model-uid", UID, "--key", "hard-shown", "--format", "python", "--show-key")
+    assert shown.exit_code == 0 and repr(key) in shown.stdout and "os.environ" not in shown.stdout
+    assert "this output holds hard-shown's key" in shown.stderr
+    hidden = run(*admin, "connect", "--model-uid", UID, "--key", "hard-shown", "--format", "curl")
+    assert key not in hidden.stdout and "$XRERANK_API_KEY" in hidden.stdout
+
+
 def test_an_app_key_revoked_can_be_created_again_and_a_scope_must_be_a_uid(run, admin):
     assert run(*admin, "keys", "create", "hard-again").exit_code == 0
     assert run(*admin, "keys", "revoke", "hard-again").exit_code == 0
@@ -190,10 +244,18 @@ def test_fresh_homes_reuse_one_data_key_and_prune_deletes_the_old_ones(
         assert run(*xinference.admin_args, "rerank", "--model-uid", UID, "q", "a", "b").exit_code == 0
     name = data_plane_key_name(server)
     assert len([k for k in server.api_keys() if k.name == name]) == 1
-    stale, _ = server.create_key("xrerank-data-oldhost-1a2b3c")  # what earlier versions made per home
+    stale, secret = server.create_key("xrerank-data-oldhost-1a2b3c")  # what earlier versions made per home
     result, answer = run.json(*xinference.admin_args, "keys", "prune")
-    assert result.exit_code == 0 and stale.name in answer["deleted"] and name not in answer["deleted"]
+    assert result.exit_code == 0 and answer == {"disabled": [stale.name], "deleted": []}
     assert run(*xinference.admin_args, "rerank", "--model-uid", UID, "q", "a", "b").exit_code == 0
+    # A client still sending the pruned key is refused per key (401 "disabled"), not banned.
+    old = run("--endpoint", xinference.endpoint, "--api-key", secret, "rerank", "--model-uid", UID, "q", "a")
+    assert old.exit_code == 3 and "disabled" in old.stderr and "banned" not in old.stderr
+    from xrerank.keys import prune_data_plane_keys
+
+    pruned = prune_data_plane_keys(server, tmp_path / "ci-run-2", now=time.time() + 3601)  # an hour on
+    assert pruned.deleted == [f"{stale.name}.pruned-{stale.id}"] and pruned.disabled == []
+    assert stale.id not in {k.id for k in server.api_keys()}
 
 
 # --- the checks change nothing; a ban can always be lifted --------------------------------------------

@@ -227,12 +227,70 @@ def test_bad_client_input_is_a_rerank_error_with_exit_code_2(query, documents, t
         ({"timeout": float("nan")}, "timeout must be a number of seconds"),
         ({"retry_for": -5}, "retry_for must be 0 or more seconds"),
         ({"retry_for": None}, "retry_for must be a number of seconds"),
+        ({"timeout": 1e300}, "timeout must be at most 86400 seconds"),
+        ({"api_key": "xf-key\n"}, "the API key must be printable ASCII with no spaces around it, got 7 characters"),
+        ({"api_key": "xf-ключ"}, "the API key must be printable ASCII"),
+        ({"api_key": 123}, "the API key must be printable ASCII .*got a int"),
+        ({"api_key": ""}, "the API key must be printable ASCII"),
     ],
 )
-def test_bad_client_timeouts_are_refused_when_the_client_is_made(options, message):
+def test_bad_client_settings_are_refused_when_the_client_is_made(options, message):
     with pytest.raises(RerankError, match=message) as raised:
-        Reranker(f"http://127.0.0.1:{free_port()}", "m", api_key="xf-test", **options)
+        Reranker(f"http://127.0.0.1:{free_port()}", "m", **{"api_key": "xf-test", **options})
     assert raised.value.exit_code == ExitCode.BAD_INPUT
+
+
+def test_a_model_uid_that_is_not_a_string_and_a_huge_document_are_refused_before_sending():
+    with pytest.raises(RerankError, match="model_uid must be a model's uid, got None") as raised:
+        Reranker(f"http://127.0.0.1:{free_port()}", None, api_key="xf-test")
+    assert raised.value.exit_code == ExitCode.BAD_INPUT
+    with pytest.raises(RerankError, match="document 1 is 50,000,000 characters") as raised:
+        _client().rerank("q", ["a", "x" * 50_000_000])
+    assert raised.value.exit_code == ExitCode.BAD_INPUT
+
+
+def test_an_endpoint_holding_a_password_is_refused_without_echoing_it(run):
+    result = run("--endpoint", "http://admin:TOPSECRET@127.0.0.1:1", "status")
+    assert result.exit_code == 2 and "holds a user name or password" in result.stderr
+    assert "TOPSECRET" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("setting", ["abc", "127.0.0.300", "8.8.8.8", "127.0.0.3:80"])
+def test_a_source_address_this_machine_cannot_send_from_is_named(run, monkeypatch, setting):
+    monkeypatch.setenv("XRERANK_SOURCE_ADDRESS", setting)
+    result = run("--endpoint", f"http://127.0.0.1:{free_port()}", "status")
+    assert result.exit_code == 2 and "XRERANK_SOURCE_ADDRESS" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    "app, message",
+    [
+        ("", "app name '' is not allowed"),
+        ("x" * 61, r"\.\.\. \(61 characters\)' is not allowed"),
+        ("ａｂｃ", "ASCII letters"),
+        ("..", "starting with a letter or digit"),
+        ("my app", "ASCII letters"),
+        ("SQ.revoked-10", "names ending in .revoked-N are xrerank's own"),
+    ],
+)
+def test_app_names_are_plain_ascii_and_not_xreranks_own(app, message):
+    from xrerank.keys import check_app_name
+
+    with pytest.raises(BadInput, match=message):
+        check_app_name(app)
+
+
+def test_bench_stops_at_the_first_refusal_instead_of_earning_a_ban():
+    from xrerank.bench import Workload, run_bench
+
+    sent = []
+
+    def refused(query, documents):
+        sent.append(query)
+        raise RerankError("401: API key is disabled", ExitCode.UNREACHABLE, status=401)
+
+    result = run_bench(refused, Workload(2, 4, concurrency=4, duration=2, warmup=0))
+    assert len(sent) <= 4 and sum(result.errors.values()) == len(sent)  # one each at most, not 2 s of them
 
 
 def test_every_client_failure_is_a_rerank_error():

@@ -109,6 +109,9 @@ class BenchResult:
         return document
 
 
+REFUSALS = (401, 403, 429)  # the key refused, or this address banned
+
+
 def run_bench(
     rerank: Callable[[str, list[str]], object],
     workload: Workload,
@@ -135,11 +138,12 @@ def run_bench(
     deadline = measuring_from + workload.duration
     measured = iter(range(workload.max_requests))
     overtime_ends: list[float] = []  # when the requests started past the deadline ended
+    refused = threading.Event()  # the credential was refused: every further request would be too
 
     def caller(number: int) -> None:
         latencies, errors, hits = result.latencies, result.errors, result.cache_hit_latencies
         measured_one = False
-        while True:
+        while not refused.is_set():
             begin = time.perf_counter()
             overtime = begin >= deadline
             if overtime and measured_one:
@@ -157,9 +161,14 @@ def run_bench(
             try:
                 rerank(query, documents)
             except Exception as exc:  # noqa: BLE001 - every failure is counted, by its reason
-                if counted:
+                # A refused key is refused for every caller, and each refusal counts towards a ban of
+                # this address: stop at the first one.
+                stop = getattr(exc, "status", None) in REFUSALS
+                if counted or stop:
                     with lock:
                         errors[str(exc).splitlines()[0][:200] or type(exc).__name__] += 1
+                if stop:
+                    refused.set()
                 continue
             finally:
                 if overtime:

@@ -74,6 +74,34 @@ def progress(message: str) -> None:
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 
 
+def _checked(check):
+    """A click callback running one of names.py's checks (None passes: the option was not given)."""
+
+    def callback(context: click.Context, parameter: click.Parameter, value):
+        try:
+            return value if value is None else check(value)
+        except BadInput as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return callback
+
+
+def _uid(value: str) -> str:
+    from .names import validate_model_uid
+
+    return validate_model_uid(value)
+
+
+def _name(value: str) -> str:
+    from .names import validate_model_name
+
+    return validate_model_name(value, builtin_ok=True)  # status, launch and unregister may name a built-in
+
+
+def _uids(values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(_uid(value) for value in values)
+
+
 def wait_option(default: float, what: str):
     """--wait SECONDS, a deadline; --timeout is its hidden alias for one release (it meant HTTP on the group)."""
 
@@ -94,9 +122,13 @@ def wait_option(default: float, what: str):
 
 
 def _deadline(wait_for: float, legacy_wait: float | None) -> float:
+    import math
+
     if legacy_wait is not None:
         progress("note: --timeout on this command is now --wait; --timeout will be removed in the next release")
         wait_for = legacy_wait
+    if not math.isfinite(wait_for):
+        raise BadInput(f"--wait {wait_for}: give a number of seconds")
     return time.monotonic() + wait_for
 
 
@@ -253,8 +285,8 @@ def register(context, spec_file, model_dir, model_name, languages, max_tokens, p
 
 
 @cli.command()
-@click.option("--model-name", required=True, help="The registered model to launch.")
-@click.option("--model-uid", help="Its uid on the server (default: the model name).")
+@click.option("--model-name", required=True, callback=_checked(_name), help="The registered model to launch.")
+@click.option("--model-uid", callback=_checked(_uid), help="Its uid on the server (default: the model name).")
 @click.option("--replica", type=click.IntRange(1, MAX_REPLICAS), default=1, show_default=True)
 @click.option("--gpu-idx", help="GPU indexes, e.g. 0,1 or 0,0 (two replicas on GPU 0): a multiple of --replica.")
 @click.option("--n-gpu", type=click.IntRange(min=1), help="GPUs per replica, chosen by the server.")
@@ -318,7 +350,7 @@ def _parse_gpu_idx(text: str | None) -> tuple[int, ...]:
 
 
 @cli.command()
-@click.option("--model-uid", required=True, help="The running model.")
+@click.option("--model-uid", required=True, callback=_checked(_uid), help="The running model.")
 @click.argument("replicas", type=click.IntRange(1, MAX_REPLICAS))
 @click.option("--skip-preflight", is_flag=True, help="Add replicas even when the workers lack room for them.")
 @wait_option(600, "for the new replicas to be READY")
@@ -346,10 +378,11 @@ def scale(context, model_uid, replicas, skip_preflight, wait_for, legacy_wait, a
 
 
 @cli.command()
-@click.option("--model-uid", required=True)
+@click.option("--model-uid", required=True, callback=_checked(_uid))
+@wait_option(300, "for another xrerank change of this model (a scale, a launch) to finish")
 @json_option
 @click.pass_obj
-def terminate(context, model_uid, as_json):
+def terminate(context, model_uid, wait_for, legacy_wait, as_json):
     """Stop a running model, or one still loading (idempotent: an absent uid is "absent", exit 0).
 
     \b
@@ -357,29 +390,30 @@ def terminate(context, model_uid, as_json):
     """
     from .deploy import terminate
 
-    outcome = terminate(context.session(), model_uid)
+    outcome = terminate(context.session(), model_uid, _deadline(wait_for, legacy_wait))
     _done({"model_uid": model_uid, "outcome": outcome}, as_json, f"{model_uid}: {outcome}")
 
 
 @cli.command()
-@click.option("--model-name", required=True)
+@click.option("--model-name", required=True, callback=_checked(_name))
+@wait_option(300, "for other xrerank processes starting a model on it")
 @json_option
 @click.pass_obj
-def unregister(context, model_name, as_json):
+def unregister(context, model_name, wait_for, legacy_wait, as_json):
     """Remove a custom model's registration (idempotent). Its weights stay on disk.
 
     \b
         xrerank unregister --model-name custom-bge-reranker-v2-m3
     """
-    from .deploy import unregister_model
+    from .deploy import unregister
 
-    outcome = unregister_model(context.session().server, model_name)
+    outcome = unregister(context.session(), model_name, _deadline(wait_for, legacy_wait))
     _done({"model_name": model_name, "outcome": outcome}, as_json, f"{model_name}: {outcome}")
 
 
 @cli.command()
-@click.option("--model-uid", help="Only this model must be healthy.")
-@click.option("--model-name", help="This custom model must be registered.")
+@click.option("--model-uid", callback=_checked(_uid), help="Only this model must be healthy.")
+@click.option("--model-name", callback=_checked(_name), help="This custom model must be registered.")
 @json_option
 @click.pass_obj
 def status(context, model_uid, model_name, as_json):
@@ -401,7 +435,7 @@ def status(context, model_uid, model_name, as_json):
 @click.argument("query")
 @click.argument("documents", nargs=-1)
 @click.option("--docs-file", type=click.File("rb"), help="One document per line; - reads stdin.")
-@click.option("--model-uid", help="Default: the only rerank model running.")
+@click.option("--model-uid", callback=_checked(_uid), help="Default: the only rerank model running.")
 @click.option("--top-n", type=click.IntRange(min=0))
 @json_option
 @click.pass_obj
@@ -465,7 +499,7 @@ def _workload_options(function):
 
 @cli.command()
 @click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--model-uid", help="Default: FILE's model, else the only rerank model running.")
+@click.option("--model-uid", callback=_checked(_uid), help="Default: FILE's model, else the only rerank model running.")
 @_workload_options
 @click.option("--duration", type=click.FloatRange(0.5, 3600), default=10, show_default=True, help="Seconds.")
 @click.option("--max-requests", type=click.IntRange(min=1), default=100_000, show_default=True)
@@ -577,7 +611,7 @@ def deploy(context, file, dry_run, replace, skip_preflight, wait_for, legacy_wai
 
 @cli.command()
 @click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--model-uid", help="Verify this running model instead of a deployment file's.")
+@click.option("--model-uid", callback=_checked(_uid), help="Verify this running model instead of a deployment file's.")
 @click.option("--suite", type=click.Choice(["mechanics", "quality", "all"]), help="Default: the file's, or all.")
 @click.option("--cases", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Extra golden cases.")
 @click.option(
@@ -683,8 +717,8 @@ def destroy(context, file, purge_weights, wait_for, legacy_wait, as_json):
 def doctor(context, file, as_json):
     """Find the known traps and capacity problems before a deploy; exit 1 when a check fails.
 
-    Checks this machine; the server when --endpoint (or FILE) names one; FILE's deployment
-    against that server's workers.
+    Checks this machine; the server when --endpoint (or FILE) names one, or the embedded server
+    when it runs; FILE's deployment against that server's workers.
 
     \b
         xrerank doctor configs/bge-reranker-v2-m3-gpu.yaml --json
@@ -694,7 +728,10 @@ def doctor(context, file, as_json):
     if file is not None:
         target, session = context.target(file)
     else:
-        target, session = None, context.session() if context.options.endpoint else None
+        from .local import default_server_dir, inspect_server_process
+
+        named = context.options.endpoint or inspect_server_process(default_server_dir())  # the embedded server
+        target, session = None, context.session() if named else None
     findings = examine(session, target)
     verdict = worst(findings)
     if as_json:
@@ -711,7 +748,11 @@ def doctor(context, file, as_json):
 
 @cli.command()
 @click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--model-uid", help="The deployed model (default: FILE's, else the only rerank model running).")
+@click.option(
+    "--model-uid",
+    callback=_checked(_uid),
+    help="The deployed model (default: FILE's, else the only rerank model running).",
+)
 @click.option(
     "--format", "form", type=click.Choice(CONNECT_FORMATS),
     default="text", show_default=True, help="What to print: the facts, env lines, or a paste-ready recipe.",
@@ -748,6 +789,9 @@ def connect(context, file, model_uid, form, new_key, key_name, show_key, as_json
         return
     if prints_key(form, connection, show_key):
         progress(f"note: this output holds {connection.key_note}; keep it out of logs")
+    elif new_key is not None:
+        progress(f"note: {new_key}'s key was created; `xrerank connect --key {new_key} --format env` prints it "
+                 f"as {API_KEY_ENV}, which the recipes read")  # fmt: skip
     click.echo(recipe(connection, form, show_key))
 
 
@@ -758,7 +802,13 @@ def keys_group():
 
 @keys_group.command("create")
 @click.argument("app")
-@click.option("--model-uid", "model_uids", multiple=True, help="Limit the key to this model (repeatable).")
+@click.option(
+    "--model-uid",
+    "model_uids",
+    multiple=True,
+    callback=_checked(_uids),
+    help="Limit the key to this model (repeatable).",
+)
 @json_option
 @click.pass_obj
 def keys_create(context, app, model_uids, as_json):
@@ -821,10 +871,11 @@ def keys_revoke(context, app, as_json):
 @json_option
 @click.pass_obj
 def keys_prune(context, as_json):
-    """Delete the keys xrerank made for its own rerank traffic, but the one in use here.
+    """Retire the keys xrerank made for its own rerank traffic, but the one in use here.
 
-    Earlier versions made one per fresh $XRERANK_HOME (a CI job: one per run); apps' keys are
-    never touched. An xrerank elsewhere whose key goes makes its own again on its next command.
+    Earlier versions made one per fresh $XRERANK_HOME (a CI job: one per run). Each is disabled
+    first (a client still sending it is refused, not banned) and deleted by a prune an hour or
+    more later. Apps' keys and other machines' current keys are never touched.
 
     \b
         xrerank keys prune
@@ -832,8 +883,11 @@ def keys_prune(context, as_json):
     from .keys import prune_data_plane_keys
 
     session = context.session()
-    deleted = prune_data_plane_keys(session.server, session.home)
-    _done({"deleted": deleted}, as_json, f"deleted {len(deleted)} key(s)" + "".join(f"\n  {n}" for n in deleted))
+    pruned = prune_data_plane_keys(session.server, session.home)
+    lines = [f"disabled {len(pruned.disabled)} key(s) (a prune an hour or more from now deletes them)",
+             *(f"  {name}" for name in pruned.disabled), f"deleted {len(pruned.deleted)} key(s)",
+             *(f"  {name}" for name in pruned.deleted)]  # fmt: skip
+    _done({"disabled": pruned.disabled, "deleted": pruned.deleted}, as_json, "\n".join(lines))
 
 
 # --- the embedded local server -------------------------------------------------------------------

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from .cache import ScoreCache
 from .errors import WORKER_GONE, ExitCode, ServerError, XrerankError
-from .http import Api, ConnectionFailed, Credentials, Refused
+from .http import Api, ConnectionFailed, Credentials, Refused, check_api_key
 
 # 503 "Model is loading" while a replica starts; 502/504 from proxies in front of the server.
 _RETRIED_STATUSES = (502, 503, 504)
@@ -103,6 +103,8 @@ class Reranker:
         if not isinstance(chunk_size, int) or not isinstance(parallel, int) or chunk_size < 1 or parallel < 1:
             raise RerankError("chunk_size and parallel must be whole numbers of at least 1", ExitCode.BAD_INPUT)
         timeout = _seconds(timeout, "timeout", zero_ok=False)
+        if not isinstance(model_uid, str) or not model_uid.strip():
+            raise RerankError(f"model_uid must be a model's uid, got {model_uid!r}", ExitCode.BAD_INPUT)
         self.model_uid = model_uid
         self.retry_for = _seconds(retry_for, "retry_for", zero_ok=True)
         self.chunk_size = chunk_size
@@ -110,6 +112,8 @@ class Reranker:
         self.cache = cache
         self.revision = revision
         try:
+            if api_key is not None:
+                check_api_key(api_key)
             credentials = credentials or Credentials(api_key=api_key) or _embedded_server_key(endpoint)
             self._api = Api(endpoint, credentials, timeout, max(connections, parallel), keep_alive, source_address)
         except XrerankError as exc:
@@ -235,12 +239,32 @@ class Reranker:
                     else f"{exc.args[0].split(';')[0]}; pass api_key= (an "
                     "Xinference API key, e.g. from `xrerank connect`) to Reranker",
                     exc.exit_code,
+                    getattr(exc, "status", None),
                 ) from None
             except XrerankError as exc:
                 if not _worth_retrying(exc) or time.monotonic() + delay > deadline:
                     raise
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 2.0)
+
+
+def _check_api_key(api_key: object) -> None:
+    """A key read from a file keeps its newline; a header cannot carry it (nor non-ASCII)."""
+    if api_key is None:
+        return
+    if (
+        not isinstance(api_key, str)
+        or not api_key
+        or not api_key.isascii()
+        or not api_key.isprintable()
+        or (api_key != api_key.strip())
+    ):
+        shown = f"a {type(api_key).__name__}" if not isinstance(api_key, str) else f"{len(api_key)} characters"
+        raise RerankError(
+            f"api_key must be an Xinference API key (printable ASCII, no spaces around it), got {shown}: "
+            "strip the newline of a key read from a file",
+            ExitCode.BAD_INPUT,
+        )
 
 
 def _documents(documents: Iterable[str]) -> list[str]:
@@ -254,8 +278,23 @@ def _documents(documents: Iterable[str]) -> list[str]:
                 f"documents must be strings; document {position} is {type(document).__name__}: {str(document)[:40]!r}",
                 ExitCode.BAD_INPUT,
             )
+        _check_length(document, f"document {position}")
         _check_encodable(document, f"document {position}")
     return documents
+
+
+# A reranker reads at most its max_tokens (8192 for bge-reranker-v2-m3, ~40 KB of text) of a pair;
+# the server still tokenizes all of it first, and a 50 MB document held a replica at 13 GB.
+MAX_TEXT_CHARS = 1_000_000
+
+
+def _check_length(text: str, what: str) -> None:
+    if len(text) > MAX_TEXT_CHARS:
+        raise RerankError(
+            f"{what} is {len(text):,} characters; at most {MAX_TEXT_CHARS:,} are sent, and the model reads only "
+            "its first few thousand tokens: cut it (text[:100_000] keeps more than any reranker reads)",
+            ExitCode.BAD_INPUT,
+        )
 
 
 def _check_encodable(text: str, what: str) -> None:
@@ -275,6 +314,7 @@ def _check_query(query: object) -> None:
         raise RerankError(f"the query must be a string, got {type(query).__name__}", ExitCode.BAD_INPUT)
     if not query.strip():
         raise RerankError("the query is empty", ExitCode.BAD_INPUT)
+    _check_length(query, "the query")
     _check_encodable(query, "the query")
 
 
@@ -285,7 +325,12 @@ def _seconds(value: object, what: str, zero_ok: bool) -> float:
     if value < 0 or (value == 0 and not zero_ok):
         least = "0 or more" if zero_ok else "more than 0"
         raise RerankError(f"{what} must be {least} seconds, got {value!r}", ExitCode.BAD_INPUT)
+    if value > MAX_SECONDS:  # the socket layer overflows on absurd values
+        raise RerankError(f"{what} must be at most {MAX_SECONDS} seconds (a day), got {value!r}", ExitCode.BAD_INPUT)
     return float(value)
+
+
+MAX_SECONDS = 86_400
 
 
 def _check_top_n(top_n: object) -> None:

@@ -243,8 +243,13 @@ RECIPES: dict[str, tuple[bool, Callable[..., str]]] = {
 
 
 def recipe(connection: Connection, form: str, show_key: bool) -> str:
-    return RECIPES[form][1](connection, show_key)
+    text = RECIPES[form][1](connection, show_key)
+    if show_key and connection.key and not RECIPES[form][0]:
+        # --show-key: the code recipes carry the key itself where they would read $XRERANK_API_KEY.
+        text = text.replace(f'os.environ["{API_KEY_ENV}"]', repr(connection.key))
+        text = text.replace(f"${API_KEY_ENV}", connection.key)
+    return text
 
 
 def prints_key(form: str, connection: Connection, show_key: bool) -> bool:
-    return connection.key is not None and (RECIPES[form][0] or (show_key and form == "text"))
+    return connection.key is not None and (RECIPES[form][0] or show_key)

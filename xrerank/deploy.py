@@ -22,7 +22,7 @@ from .defaults import MAX_REPLICAS
 from .demo import is_random_model
 from .doctor import FAIL, Finding, launch_preflight, preflight, scale_preflight
 from .errors import BadInput, Conflict, ExitCode, ServerError, TimedOut, XrerankError, worker_lost
-from .files import file_name, held_lock, read_json, write_json_atomically
+from .files import file_name, held_lock, held_shared_lock, read_json, write_json_atomically
 from .modeldir import NotOurs, inspect_model_dir, purge, read_complete_manifest
 from .plan import DONE, REFUSED, Desired, Observed, Step, launch_step, plan, refused
 from .records import CREATING, Instance, LaunchSettings, check_launch_settings
@@ -69,8 +69,11 @@ def register_model(server: Xinference, spec: dict, persist: bool = True, replace
 def unregister_model(server: Xinference, model_name: str) -> str:
     """Unregister: "unregistered", or "absent"; refused while a model runs it (Xinference would let it
     go, and the model would then fail every scale, heal and restart)."""
-    if server.registration(model_name) is None:
+    registration = server.registration(model_name)
+    if registration is None:
         return "absent"
+    if registration.is_builtin:
+        raise BadInput(f"{model_name} is one of Xinference's built-in models: it cannot be unregistered")
     users = models_running(server, model_name)
     if users:
         raise Conflict(
@@ -79,6 +82,12 @@ def unregister_model(server: Xinference, model_name: str) -> str:
         )
     server.unregister(model_name)
     return "unregistered"
+
+
+def unregister(session: Session, model_name: str, deadline: float) -> str:
+    """`xrerank unregister`: once no xrerank process is starting a model on the registration."""
+    with held_registration(session, model_name, deadline, removing=True):
+        return unregister_model(session.server, model_name)
 
 
 def models_running(server: Xinference, model_name: str, besides: str | None = None) -> list[str]:
@@ -95,7 +104,7 @@ def _named(uids: list[str]) -> str:
 def terminate_model(server: Xinference, model_uid: str) -> str:
     """Stop a model: "terminated", "cancelled" (it was still loading), or "absent"."""
     if model_uid in {model.uid for model in server.models()}:
-        server.terminate(model_uid)
+        server.terminate(model_uid, timeout=TERMINATE_SECONDS)
         return "terminated"
     instance = server.instance(model_uid)
     if instance is None or not (instance.status == CREATING or any(r.status == CREATING for r in instance.replicas)):
@@ -103,15 +112,27 @@ def terminate_model(server: Xinference, model_uid: str) -> str:
     # Still loading: Xinference lists it only once READY, and until then terminate answers "not found".
     server.cancel_launch(model_uid)
     if model_uid in {model.uid for model in server.models()}:  # its launch finished as the cancel went out
-        server.terminate(model_uid)
+        server.terminate(model_uid, timeout=TERMINATE_SECONDS)
         return "terminated"
     return "cancelled"
 
 
-def terminate(session: Session, model_uid: str) -> str:
-    """`xrerank terminate`: the model stopped, and what xrerank recorded of its launch forgotten."""
+TERMINATE_SECONDS = 120.0  # what one terminate request may take: replicas still loading are slow to stop
+
+
+def terminate(session: Session, model_uid: str, deadline: float) -> str:
+    """`xrerank terminate`: after any other xrerank change of the uid (a scale, a launch) finished, the
+    model stopped, and what xrerank recorded of its launch forgotten (a cancel recorded as such)."""
+    with held_deployment_lock(session, model_uid, deadline):
+        return _terminate(session, model_uid)
+
+
+def _terminate(session: Session, model_uid: str) -> str:
     outcome = terminate_model(session.server, model_uid)
     ledger.forget(session.home, session.endpoint, model_uid)
+    cancelled = session.server.instance(model_uid) if outcome == "cancelled" else None
+    if cancelled is not None:
+        ledger.record_cancelled(session.home, session.endpoint, cancelled)
     return outcome
 
 
@@ -249,7 +270,10 @@ def checked_launch(
 ) -> str:
     """`xrerank launch`: the capacity checks deploy runs, then the launch, holding the model's lock."""
     check_launch_settings(settings)
-    with held_deployment_lock(session, settings.uid, deadline, progress):
+    with (
+        held_deployment_lock(session, settings.uid, deadline, progress),
+        held_registration(session, settings.model_name, deadline, progress=progress),
+    ):
         if preflight_checks:
             progress("preflight: checking the server and the launch against its workers")
             _raise_on_failures(launch_preflight(session.server, settings, machine=False))
@@ -264,13 +288,16 @@ def checked_scale(
     if not 1 <= count <= MAX_REPLICAS:
         raise BadInput(f"replica count {count} is out of range: 1 to {MAX_REPLICAS}")
     with held_deployment_lock(session, model_uid, deadline, progress):
-        if preflight_checks:
-            instance = session.server.instance(model_uid)
-            tunings = ledger.launched_with(session.home, session.endpoint, instance).values()
-            fp16 = any(t and t.get("use_fp16") for t in tunings)
-            progress("preflight: checking room for the new replicas on the workers")
-            _raise_on_failures(scale_preflight(session.server, model_uid, count, fp16))
-        return replicas.scale(session, model_uid, count, deadline, progress)
+        instance = session.server.instance(model_uid)
+        if instance is None:
+            raise XrerankError(f"{model_uid} is not running on {session.endpoint}; deploy or launch it first")
+        with held_registration(session, instance.model_name, deadline, progress=progress):
+            if preflight_checks:
+                tunings = ledger.launched_with(session.home, session.endpoint, instance).values()
+                fp16 = any(t and t.get("use_fp16") for t in tunings)
+                progress("preflight: checking room for the new replicas on the workers")
+                _raise_on_failures(scale_preflight(session.server, model_uid, count, fp16))
+            return replicas.scale(session, model_uid, count, deadline, progress)
 
 
 def spec_for_directory(
@@ -446,7 +473,10 @@ def deploy(
             checks = preflight(server, target, machine=False, adding=_replicas_added(desired, observed, steps))
             result.preflight_failed = [f for f in checks if f.level == FAIL]
         return result
-    with held_deployment_lock(session, target.settings.uid, deadline, progress):
+    with (
+        held_deployment_lock(session, target.settings.uid, deadline, progress),
+        held_registration(session, target.settings.model_name, deadline, progress=progress),
+    ):
         return _deploy(session, target, deadline, replace, progress, preflight_checks)
 
 
@@ -564,6 +594,16 @@ def deployment_lock_path(home: Path, endpoint: str, model_uid: str) -> Path:
     return home / "locks" / file_name(model_uid, server, suffix=".lock")
 
 
+def held_registration(session: Session, model_name: str, deadline: float, removing: bool = False,
+                      progress: Progress = _quiet):  # fmt: skip
+    """The registration `model_name` stays while this is held: deploys, launches and scales of any uid
+    share it; destroy and unregister, which remove the registration, hold it alone. So a removal
+    never finds "nobody runs it" while another xrerank process is starting a model on it."""
+    server = session.endpoint.split("://", 1)[-1]
+    path = session.home / "locks" / file_name("registration", model_name, server, suffix=".lock")
+    return held_shared_lock(path, deadline, f"the registration {model_name} on {session.endpoint}", removing, progress)
+
+
 def _raise_if_refused(steps: list[Step]) -> None:
     if refused(steps):
         raise Conflict("; ".join(step.detail for step in refused(steps)) + "; use --replace to change it")
@@ -637,7 +677,7 @@ def destroy(session: Session, target: Target, deadline: float, purge_weights: bo
     server, uid, name = session.server, target.settings.uid, target.settings.model_name
     if purge_weights and not target.source.owns_weights:
         raise BadInput(f"weights of source {target.source.name} are yours, not xrerank's: they are never purged")
-    with held_deployment_lock(session, uid, deadline):
+    with held_deployment_lock(session, uid, deadline), held_registration(session, name, deadline, removing=True):
         # Everything shared is checked before anything changes: a refusal leaves the server as it was.
         others = models_running(server, name, besides=uid)
         if others and server.registration(name) is not None:
@@ -649,7 +689,12 @@ def destroy(session: Session, target: Target, deadline: float, purge_weights: bo
             sharing = weights_users(server, target.weights, name, uid)
             if sharing:
                 raise Conflict(f"nothing was changed: the weights in {target.weights} are in use by {sharing}")
-        result = Destroyed(uid, terminate(session, uid), unregister_model(server, name), "kept")
+        terminated = _terminate(session, uid)
+        try:
+            unregistered = unregister_model(server, name)
+        except Conflict as exc:  # a model of another uid started on it meanwhile (not through xrerank)
+            raise Conflict(f"{uid}: {terminated}, but the registration is kept: {exc}") from None
+        result = Destroyed(uid, terminated, unregistered, "kept")
         target.spec_path.unlink(missing_ok=True)
     if purge_weights and target.weights.exists():
         try:

@@ -75,8 +75,11 @@ def _damaged(path: Path, why: str, strict: bool) -> None:
 
 def private_directory(path: Path) -> Path:
     """`path`, created if needed and readable by its owner only (secrets and server state live there)."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.chmod(0o700)
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.chmod(0o700)
+    except OSError as exc:  # a file in its place, or in the place of a parent; no permission
+        raise BadInput(f"cannot use {path} as xrerank's directory: {exc.strerror or exc}; check XRERANK_HOME") from None
     return path
 
 
@@ -113,3 +116,35 @@ def held_lock(path: Path, deadline: float, what: str, waiting: Callable[[str], N
         yield
     finally:
         lock.release()
+
+
+@contextlib.contextmanager
+def held_shared_lock(
+    path: Path, deadline: float, what: str, exclusive: bool, waiting: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """A readers-writer lock at `path` (flock): many holders at once share it, an exclusive holder is
+    alone; waiting until `deadline`, a time.monotonic() value."""
+    import fcntl
+
+    private_directory(path.parent)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+    try:
+        said = False
+        while True:
+            try:
+                fcntl.flock(descriptor, mode | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TimedOut(
+                        f"{what} is locked by another xrerank process (lock {path}); it did not finish before "
+                        "the deadline"
+                    ) from None
+                if waiting is not None and not said:
+                    waiting(f"waiting for another xrerank process working on {what}")
+                    said = True
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(descriptor)  # closing the descriptor releases the lock

@@ -21,6 +21,8 @@ def parse_endpoint(endpoint: str) -> str:
     from urllib.parse import urlsplit
 
     text = str(endpoint or "").strip()
+    if "@" in text.split("://", 1)[-1].split("/", 1)[0]:  # never echoed: it may hold a password
+        raise BadInput("the endpoint holds a user name or password; give them with --username/--password")
     try:
         parts = urlsplit(text)
         port = parts.port
@@ -33,6 +35,23 @@ def parse_endpoint(endpoint: str) -> str:
         raise BadInput(f"endpoint {text[:80]!r} is not a server address; use e.g. http://127.0.0.1:9997")
     # OpenAI-style settings end the base URL in /v1; every route xrerank calls starts with it already.
     return text.rstrip("/").removesuffix("/v1").rstrip("/")
+
+
+def check_api_key(api_key: object) -> str:
+    """A key read from a file keeps its newline, and an HTTP header can carry neither that nor non-ASCII."""
+    if (
+        isinstance(api_key, str)
+        and api_key
+        and api_key.isascii()
+        and api_key.isprintable()
+        and (api_key == api_key.strip())
+    ):
+        return api_key
+    shown = f"{len(api_key)} characters" if isinstance(api_key, str) else f"a {type(api_key).__name__}"
+    raise BadInput(
+        f"the API key must be printable ASCII with no spaces around it, got {shown}; "
+        "strip the newline of a key read from a file"
+    )
 
 
 @dataclass(frozen=True)
@@ -107,6 +126,8 @@ class Api:
 
         self.endpoint = parse_endpoint(endpoint)
         self.credentials = credentials or Credentials()
+        if self.credentials.api_key is not None:
+            check_api_key(self.credentials.api_key)
         self.timeout = timeout
         self.source_address = source_address
         # Xinference 4.1's REST server leaves Nagle's algorithm on (uvicorn#3149), so every request
@@ -257,6 +278,11 @@ class Api:
             ) from None
 
     def _error(self, method: str, path: str, response: Any) -> Exception:
+        error = self._classified(method, path, response)
+        error.status = response.status_code  # type: ignore[attr-defined]
+        return error
+
+    def _classified(self, method: str, path: str, response: Any) -> Exception:
         reason = server_reason(response.text)
         status = response.status_code
         if status == 429 and "banned" in reason.lower():
@@ -268,11 +294,12 @@ class Api:
                 "POST /v1/admin/security/unban-ip from another address"
             )
         if status in (401, 403):
-            hint = (
-                "API keys may only query and rerank; admin operations need --username/--password"
-                if "API key" in reason
-                else "give --api-key, or --username and --password"
-            )
+            if status == 401 and self.credentials.api_key and not self.credentials.username:
+                hint = "the key is revoked, mistyped or another server's (`xrerank connect --key APP` shows an app's)"
+            elif "API key" in reason:
+                hint = "API keys may only query and rerank; admin operations need --username/--password"
+            else:
+                hint = "give --api-key, or --username and --password"
             return Refused(f"{self.endpoint} refused {method} {path} ({status}: {reason}); {hint}")
         if status == 404 and reason == "Not Found":
             return Unreachable(

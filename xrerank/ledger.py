@@ -88,8 +88,21 @@ def launched_with(home: Path, endpoint: str, instance: Instance | None) -> dict[
 
 
 def forget(home: Path, endpoint: str, uid: str) -> None:
-    for kind in ("launch", "verified"):
+    for kind in ("launch", "verified", "cancelled"):
         _path(home, endpoint, uid, kind).unlink(missing_ok=True)
+
+
+def record_cancelled(home: Path, endpoint: str, instance: Instance) -> None:
+    """xrerank cancelled this launch: the server keeps listing it as ERROR, which is no failure."""
+    write_json_atomically(
+        _path(home, endpoint, instance.uid, "cancelled"),
+        {"instance_created_ts": instance.created_ts, "cancelled_at": time.time()},
+    )
+
+
+def was_cancelled(home: Path, endpoint: str, instance: Instance) -> bool:
+    record = read_json(_path(home, endpoint, instance.uid, "cancelled")) or {}
+    return bool(record) and record.get("instance_created_ts") == instance.created_ts
 
 
 def stamp_verified(home: Path, endpoint: str, instance: Instance, fingerprint: str, suite: str) -> None:

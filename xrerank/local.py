@@ -255,19 +255,24 @@ def unban(directory: Path) -> int:
 
 
 def _unban_sources() -> list[str | None]:
-    configured = os.environ.get("XRERANK_SOURCE_ADDRESS", "auto").strip()
-    sources: list[str | None] = [configured] if configured.lower() not in ("auto", "none", "") else []
+    configured = os.environ.get("XRERANK_SOURCE_ADDRESS", "").strip()
+    sources: list[str | None] = [configured] if can_send_from(configured) else []
     sources.append(None)
-    sources += [address for address in (f"127.0.0.{n}" for n in range(2, 10)) if _can_send_from(address)]
+    sources += [address for address in (f"127.0.0.{n}" for n in range(2, 10)) if can_send_from(address)]
     return list(dict.fromkeys(sources))
 
 
 def spare_loopback() -> str | None:
     """A loopback address other than 127.0.0.1 that this machine can send from, or None."""
-    return "127.0.0.2" if _can_send_from("127.0.0.2") else None
+    return "127.0.0.2" if can_send_from("127.0.0.2") else None
 
 
-def _can_send_from(address: str) -> bool:
+def can_send_from(address: str) -> bool:
+    """Is `address` an IPv4 address of this machine (binding to it works)?"""
+    try:
+        ipaddress.IPv4Address(address)
+    except ValueError:
+        return False
     with socket.socket() as probe:
         try:
             probe.bind((address, 0))

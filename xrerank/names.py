@@ -39,9 +39,10 @@ MAX_LENGTH = 100  # the server writes {name}.json; file systems stop at 255 byte
 _ALLOWED = re.compile(r"^[^+\\/?%#&=\s.\x00-\x1f\x7f][^+\\/?%#&=\s\x00-\x1f\x7f]*$")
 
 
-def validate_model_name(name: str) -> str:
+def validate_model_name(name: str, builtin_ok: bool = False) -> str:
+    """A legal name; one of Xinference's built-in names only with `builtin_ok` (it cannot be registered)."""
     _check("model name", name)
-    if name in BUILTIN_RERANK_NAMES:
+    if name in BUILTIN_RERANK_NAMES and not builtin_ok:
         raise BadInput(f"model name {name!r} is a built-in Xinference model; choose another, e.g. custom-{name}")
     return name
 

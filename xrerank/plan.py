@@ -149,8 +149,9 @@ def launch_step(desired: Desired, observed: Observed, replace: bool, register_re
     if instance.failed:
         return Step(
             "launch", TODO,
-            f"repair: {desired.uid} is marked ERROR (a change of it failed) while its {len(healthy)} replica(s) "
-            "answer; adding a replica and removing it again clears the mark, the model answering throughout",
+            f"repair: {desired.uid} is marked ERROR (a change of it failed) while {sum(r.ready for r in healthy)} "
+            "replica(s) answer; adding a replica and removing it again clears the mark, the model answering "
+            "throughout",
             action="repair",
         )  # fmt: skip
     return Step("launch", DONE, f"{desired.uid} runs {desired.model_name} with {desired.replica} replica(s)")

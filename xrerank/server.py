@@ -96,6 +96,7 @@ class ApiKey:
     prefix: str
     enabled: bool
     models: tuple[str, ...]  # the model uids it may use; empty: all
+    description: str = ""
 
 
 class Xinference:
@@ -212,8 +213,9 @@ class Xinference:
         """Ask for the launch and return at once; `wait_until_ready` does the waiting, with a deadline."""
         self.api.post("/v1/models", params={"wait_ready": "false"}, json=launch_payload(settings, threads))
 
-    def terminate(self, model_uid: str) -> None:
-        self.api.delete(f"/v1/models/{quote(model_uid, safe='')}")
+    def terminate(self, model_uid: str, timeout: float | None = None) -> None:
+        # A model with replicas still loading takes its time (~20 s and more) to answer this.
+        self.api.delete(f"/v1/models/{quote(model_uid, safe='')}", timeout=max(self.api.timeout, timeout or 0))
 
     def cancel_launch(self, model_uid: str, timeout: float = 60.0) -> None:
         """Stop a launch still loading (terminate answers "not found" until the model is listed); the
@@ -323,11 +325,15 @@ class Xinference:
     def delete_key(self, key_id: int) -> None:
         self.api.delete(f"/v1/admin/keys/{int(key_id)}")
 
-    def disable_key(self, key_id: int, new_name: str | None = None) -> None:
+    def disable_key(self, key_id: int, new_name: str | None = None, description: str | None = None) -> None:
         # Disabled, not deleted: a client still sending it is then refused per key, and does not
         # count against its address's ban as an unknown key would. Renamed, its name is free again.
-        body: dict = {"enabled": False} | ({"name": new_name} if new_name else {})
-        self.api.request("PUT", f"/v1/admin/keys/{key_id}", json=body)
+        body: dict = {"enabled": False}
+        if new_name:
+            body["name"] = new_name
+        if description:
+            body["description"] = description
+        self.api.request("PUT", f"/v1/admin/keys/{int(key_id)}", json=body)
 
 
 def _replica(entry: dict) -> Replica:
@@ -377,4 +383,5 @@ def _api_key(entry: dict) -> ApiKey:
         prefix=entry.get("key_prefix") or entry.get("prefix", ""),
         enabled=bool(entry.get("enabled", True)),
         models=models,
+        description=entry.get("description") or "",
     )

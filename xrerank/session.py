@@ -117,13 +117,28 @@ def own_source_address(endpoint: str) -> str | None:
 
     from .local import spare_loopback
 
-    setting = os.environ.get("XRERANK_SOURCE_ADDRESS", "auto").strip()
-    if setting.lower() == "none":
-        return None
-    if setting.lower() != "auto":
+    setting = source_address_setting()
+    if setting != "auto":
         return setting
     host = urlsplit(endpoint).hostname or ""
     return spare_loopback() if host.startswith("127.") else None
+
+
+def source_address_setting() -> str | None:
+    """XRERANK_SOURCE_ADDRESS: "auto" (also when unset or empty), None for "none", else an address
+    this machine can send from (checked: a typo would read as "cannot reach Xinference")."""
+    from .errors import BadInput
+    from .local import can_send_from
+
+    setting = os.environ.get("XRERANK_SOURCE_ADDRESS", "").strip() or "auto"
+    if setting.lower() in ("auto", "none"):
+        return None if setting.lower() == "none" else "auto"
+    if not can_send_from(setting):
+        raise BadInput(
+            f"XRERANK_SOURCE_ADDRESS={setting[:60]!r} is not an address this machine can send from; "
+            "use auto, none, or one of its own addresses (127.0.0.2 for a local server)"
+        )
+    return setting
 
 
 def open_session(options: Options, deployment: object = None, warn: Callable[[str], None] | None = None) -> Session:

@@ -38,6 +38,9 @@ def gather_status(server: Backend, home: Path, model_uid: str | None = None, mod
     status["registrations"] = registrations
     instances = []
     for instance in server.instances():
+        if instance.failed and ledger.was_cancelled(home, server.endpoint, instance):
+            instances.append(_cancelled_view(instance))  # its launch was stopped on purpose
+            continue
         checked = server.replicas(instance.uid, check_reachable=True) if not instance.failed else []
         settings = ledger.launched_with(home, server.endpoint, instance)
         instances.append(_instance_view(instance, checked or list(instance.replicas), settings))
@@ -64,6 +67,8 @@ def gather_status(server: Backend, home: Path, model_uid: str | None = None, mod
         problems.append(f"{model_uid} is not running")
     for instance in asked:
         problems += instance["problems"]
+        if model_uid is not None and instance["status"] == "CANCELLED":
+            problems.append(f"{model_uid} is not running: its launch was cancelled")
     status["healthy"] = not problems
     status["problems"] = problems
     return status
@@ -84,6 +89,18 @@ def _worker_view(worker: Worker) -> dict:
         "gpu_vram_available": worker.gpu_vram_available,
         "replicas": [],
         "replicas_per_gpu": {},
+    }
+
+
+def _cancelled_view(instance: Instance) -> dict:
+    return {
+        "model_uid": instance.uid,
+        "model_name": instance.model_name,
+        "status": "CANCELLED",  # ours: Xinference keeps a cancelled launch as ERROR until the uid is launched again
+        "replica": instance.replica,
+        "ready": 0,
+        "replicas": [],
+        "problems": [],
     }
 
 
