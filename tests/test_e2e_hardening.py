@@ -128,6 +128,10 @@ def test_destroy_racing_a_launch_of_another_uid_waits_for_it_and_changes_nothing
         assert launch.wait(timeout=300) == 0, launch.stderr.read()
         assert result.exit_code == 1 and "nothing was changed" in result.stderr and "hard-race" in result.stderr
         assert _replicas(xinference) == ["READY"] and xinference.admin().registration(NAME) is not None
+        # terminate forgets what xrerank recorded of the launch
+        assert list((home / "deployments").glob("hard-race@*.launch.json"))
+        assert run(*admin, "terminate", "--model-uid", "hard-race").exit_code == 0
+        assert not list((home / "deployments").glob("hard-race@*"))
     finally:
         launch.kill()
         run(*admin, "terminate", "--model-uid", "hard-race")
@@ -172,14 +176,6 @@ def test_terminate_stops_a_model_that_is_still_loading(run, admin, deployed, xin
         assert result.exit_code == 1 and "its launch was cancelled" in result.stdout
     result, answer = run.json(*admin, "terminate", "--model-uid", "hard-loading")
     assert result.exit_code == 0 and answer["outcome"] == "absent"
-
-
-def test_terminate_forgets_what_xrerank_recorded_of_the_launch(run, admin, deployed, xinference, home):
-    launched = run(*admin, "launch", "--model-name", NAME, "--model-uid", "hard-recorded", "--device", "cpu")
-    assert launched.exit_code == 0, launched.stderr
-    assert list((home / "deployments").glob("hard-recorded@*.launch.json"))
-    assert run(*admin, "terminate", "--model-uid", "hard-recorded").exit_code == 0
-    assert not list((home / "deployments").glob("hard-recorded@*"))
 
 
 def test_a_damaged_launch_record_is_reported_in_one_line(run, admin, deployed, home):

@@ -388,9 +388,9 @@ def terminate(context, model_uid, wait_for, legacy_wait, as_json):
     \b
         xrerank terminate --model-uid bge-reranker
     """
-    from .deploy import terminate
+    from .deploy import terminate as run
 
-    outcome = terminate(context.session(), model_uid, _deadline(wait_for, legacy_wait))
+    outcome = run(context.session(), model_uid, _deadline(wait_for, legacy_wait))
     _done({"model_uid": model_uid, "outcome": outcome}, as_json, f"{model_uid}: {outcome}")
 
 
@@ -405,9 +405,9 @@ def unregister(context, model_name, wait_for, legacy_wait, as_json):
     \b
         xrerank unregister --model-name custom-bge-reranker-v2-m3
     """
-    from .deploy import unregister
+    from .deploy import unregister as run
 
-    outcome = unregister(context.session(), model_name, _deadline(wait_for, legacy_wait))
+    outcome = run(context.session(), model_name, _deadline(wait_for, legacy_wait))
     _done({"model_name": model_name, "outcome": outcome}, as_json, f"{model_name}: {outcome}")
 
 
@@ -905,6 +905,15 @@ home_option = click.option(
     callback=_server_dir,
     help="Server directory (default $XRERANK_HOME/server).",
 )
+port_option = click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=9997,
+    envvar="XRERANK_PORT",
+    show_envvar=True,
+    show_default=True,
+    help="The embedded server's port (a CI runner shared with other jobs may need another).",
+)
 host_option = click.option(
     "--host",
     default="127.0.0.1",
@@ -919,7 +928,7 @@ def server_group():
 
 
 @server_group.command("start")
-@click.option("--port", type=click.IntRange(1, 65535), default=9997, show_default=True)
+@port_option
 @host_option
 @home_option
 @click.option("--no-auth", is_flag=True, help="Turn Xinference's auth off (only on a loopback --host).")
@@ -1009,7 +1018,7 @@ def _server_done(running, outcome: str, as_json: bool) -> None:
 @cli.command()
 @click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--demo", is_flag=True, help="Deploy the offline demo model (configs/demo.yaml).")
-@click.option("--port", type=click.IntRange(1, 65535), default=9997, show_default=True)
+@port_option
 @host_option
 @wait_option(900, "for the server, the download and the deploy")
 @json_option
