@@ -38,19 +38,22 @@ _STRAY = (
     "HF_ENDPOINT",
     "HF_TOKEN",
     "XRERANK_SOURCE_ADDRESS",
+    "XRERANK_PORT",
+    "XRERANK_MODELS",
 )
 DEMO_REPO = "xrerank-tests/tiny-bge-reranker-v2-m3"
 DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"  # the demo deployment file
 
 
 def pytest_collection_modifyitems(items):
-    """Longest files first: the cluster's (~5 min), then the others that start servers.
+    """Longest files first: the cluster's (~5 min) and the CI recipes' (~3 min), then the others that
+    start servers.
 
     scripts/test.sh runs two processes, a whole file to each in this order (--dist loadfile
     --no-loadscope-reorder), so the cluster's file runs beside the rest. Within a file the order is kept."""
 
     def rank(item) -> int:
-        if "cluster" in item.fixturenames:
+        if "cluster" in item.fixturenames or item.path.name == "test_e2e_ci.py":  # the longest files
             return 0
         return 1 if {"xinference", "open_server", "open_host", "installed_wheel"} & set(item.fixturenames) else 2
 
@@ -83,7 +86,7 @@ def free_port() -> int:
 # Every CLI run of this test process, for the secret scan: (args, stdout, stderr, asked for a key).
 OUTPUTS: list[tuple[tuple[str, ...], str, str, bool]] = []
 SESSION_SERVER: dict[str, Server] = {}
-_KEY_FORMATS = ("env", "dify", "ragflow")  # connect's formats made to hold a key
+_KEY_FORMATS = ("env", "dotenv", "dify", "ragflow")  # connect's formats made to hold a key
 
 
 def _asks_for_a_key(args: tuple[str, ...]) -> bool:

@@ -224,12 +224,18 @@ def _check_plain(node: object, path: Path) -> None:
             stack += current.value
 
 
+MODELS_ENV = "XRERANK_MODELS"  # where weights go by default: a directory a CI cache can restore
+
+
 def weights_dir(deployment: Deployment, base: Path, home: Path) -> Path:
-    """Where the weights live: the file's `dir` (relative to the file), else under XRERANK_HOME."""
+    """Where the weights live: the file's `dir` (relative to the file), else $XRERANK_MODELS/NAME,
+    else $XRERANK_HOME/models/NAME."""
     if deployment.weights.dir:
         expanded = Path(os.path.expandvars(os.path.expanduser(deployment.weights.dir)))
         return expanded if expanded.is_absolute() else (base / expanded).resolve()
-    return home / "models" / deployment.registration.model_name
+    models = os.environ.get(MODELS_ENV, "").strip()
+    root = Path(models).expanduser().resolve() if models else home / "models"
+    return root / deployment.registration.model_name
 
 
 def _message(error: dict) -> str:

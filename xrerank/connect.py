@@ -180,11 +180,18 @@ def _curl(connection: Connection) -> str:
     )
 
 
-def _env(connection: Connection, show_key: bool) -> str:
+def _env_lines(connection: Connection) -> list[str]:
     lines = [f"{ENV_ENDPOINT}={connection.app_base_url}", f"{ENV_MODEL}={connection.model_uid}"]
-    if connection.key:
-        lines.append(f"{API_KEY_ENV}={connection.key}")
-    return "\n".join(f"export {shlex.quote(line)}" for line in lines)
+    return lines + ([f"{API_KEY_ENV}={connection.key}"] if connection.key else [])
+
+
+def _env(connection: Connection, show_key: bool) -> str:
+    return "\n".join(f"export {shlex.quote(line)}" for line in _env_lines(connection))
+
+
+def _dotenv(connection: Connection, show_key: bool) -> str:
+    """NAME=value lines, unquoted: what GitHub Actions' $GITHUB_ENV and GitLab's dotenv reports read."""
+    return "\n".join(_env_lines(connection))
 
 
 def _dify(connection: Connection, show_key: bool) -> str:
@@ -220,7 +227,7 @@ def _text(connection: Connection, show_key: bool) -> str:
         f"API key      {connection.shown_key(show_key) or 'none needed'}"
         + (f"   ({connection.key_note})" if connection.key else ""),
         "",
-        "paste-ready: xrerank connect --format env|curl|python|llama-index|langchain|cohere|rerankers|"
+        "paste-ready: xrerank connect --format env|dotenv|curl|python|llama-index|langchain|cohere|rerankers|"
         "xinference-client|dify|ragflow",
     ]
     return "\n".join(lines)
@@ -230,6 +237,7 @@ def _text(connection: Connection, show_key: bool) -> str:
 RECIPES: dict[str, tuple[bool, Callable[..., str]]] = {
     "text": (False, _text),
     "env": (True, _env),
+    "dotenv": (True, _dotenv),
     "curl": (False, lambda c, show: _curl(c)),
     "python": (False, lambda c, show: _python(c)),
     "llama-index": (False, lambda c, show: _llama_index(c)),

@@ -6,5 +6,5 @@ DEFAULT_ENDPOINT = "http://127.0.0.1:9997"
 API_KEY_ENV = "XRERANK_API_KEY"  # for the CLI, the integrations and connect's recipes
 HUBS = ("modelscope", "huggingface")
 MAX_REPLICAS = 256  # one model's replicas, a sanity bound far above a worker's room (records checks it too)
-CONNECT_FORMATS = ("text", "env", "curl", "python", "llama-index", "langchain", "cohere", "rerankers",
+CONNECT_FORMATS = ("text", "env", "dotenv", "curl", "python", "llama-index", "langchain", "cohere", "rerankers",
                    "xinference-client", "dify", "ragflow")  # fmt: skip
