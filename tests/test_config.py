@@ -90,6 +90,18 @@ def test_default_weights_dir_is_under_xrerank_home(tmp_path):
     assert weights_dir(deployment, base, Path("/h")) == Path("/h/models/demo-x")
 
 
+def test_xrerank_models_moves_the_default_weights_dir_where_a_ci_cache_restores_it(tmp_path, monkeypatch):
+    deployment, base = load_deployment(_write(tmp_path, VALID))
+    monkeypatch.setenv("XRERANK_MODELS", str(tmp_path / "cached"))
+    assert weights_dir(deployment, base, Path("/h")) == tmp_path / "cached" / "demo-x"
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("XRERANK_MODELS", str(tmp_path / "a-file"))
+    with pytest.raises(BadInput, match="XRERANK_MODELS=.* is a file"):
+        weights_dir(deployment, base, Path("/h"))
+    monkeypatch.setenv("XRERANK_MODELS", "")  # set but empty: the default
+    assert weights_dir(deployment, base, Path("/h")) == Path("/h/models/demo-x")
+
+
 def test_shipped_hugging_face_config():
     deployment, _ = load_deployment(CONFIGS / "bge-reranker-v2-m3-hf.yaml")
     weights = deployment.weights

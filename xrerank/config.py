@@ -235,6 +235,8 @@ def weights_dir(deployment: Deployment, base: Path, home: Path) -> Path:
         return expanded if expanded.is_absolute() else (base / expanded).resolve()
     models = os.environ.get(MODELS_ENV, "").strip()
     root = Path(models).expanduser().resolve() if models else home / "models"
+    if root.exists() and not root.is_dir():
+        raise BadInput(f"{MODELS_ENV}={models} is a file; it names the directory the weights go into")
     return root / deployment.registration.model_name
 
 
