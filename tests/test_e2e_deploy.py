@@ -76,8 +76,12 @@ def test_the_memory_estimate_matches_what_a_replica_uses(xinference):
     from xrerank.demo import DEMO_CONFIG, DEMO_VOCAB_SIZE
     from xrerank.doctor import GIB, estimate_memory, parameters_from_config
 
-    replicas = [
-        p for p in psutil.process_iter(["cmdline"]) if " ".join(p.info["cmdline"] or []).startswith(f"Model: {UID}-rep")
+    server_pid = json.loads((xinference.directory / "server.json").read_text())["pid"]
+    replicas = [  # this test process's server's: another process's server may run a model of the same uid
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if " ".join(p.info["cmdline"] or []).startswith(f"Model: {UID}-rep")
+        and server_pid in {parent.pid for parent in p.parents()}
     ]
     assert len(replicas) == 2
     measured = max(p.memory_info().rss for p in replicas)

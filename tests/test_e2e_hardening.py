@@ -117,13 +117,15 @@ def test_unregister_refuses_while_a_model_runs_the_registration(run, admin, depl
 def test_destroy_racing_a_launch_of_another_uid_waits_for_it_and_changes_nothing(run, admin, deployed, xinference,
                                                                                    home):  # fmt: skip
     """A launch of another uid on the same registration is under way (not yet visible on the server)."""
+    from xrerank.deploy import registration_lock_path
+
     env = {**os.environ, "XRERANK_HOME": str(home)}
     launch = subprocess.Popen(
         [sys.executable, "-m", "xrerank", *admin, "launch", "--model-name", NAME, "--model-uid", "hard-race",
          "--device", "cpu"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        time.sleep(0.8)
+        _wait_until_held(registration_lock_path(home, xinference.endpoint, NAME), launch)
         result = run(*admin, "destroy", deployed)
         assert launch.wait(timeout=300) == 0, launch.stderr.read()
         assert result.exit_code == 1 and "nothing was changed" in result.stderr and "hard-race" in result.stderr
@@ -135,6 +137,22 @@ def test_destroy_racing_a_launch_of_another_uid_waits_for_it_and_changes_nothing
     finally:
         launch.kill()
         run(*admin, "terminate", "--model-uid", "hard-race")
+
+
+def _wait_until_held(path: Path, process: subprocess.Popen) -> None:
+    """Until `process` holds the lock at `path` (an exclusive try fails), so the race is the one meant."""
+    import fcntl
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if path.exists():
+            with path.open("rb") as probe:
+                try:
+                    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return
+        time.sleep(0.05)
+    pytest.fail(f"the launch never took {path}: {process.stderr.read() if process.poll() is not None else ''}")
 
 
 def test_terminate_waits_for_another_change_of_the_model(run, admin, deployed, xinference, home):

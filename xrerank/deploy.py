@@ -599,9 +599,13 @@ def held_registration(session: Session, model_name: str, deadline: float, removi
     """The registration `model_name` stays while this is held: deploys, launches and scales of any uid
     share it; destroy and unregister, which remove the registration, hold it alone. So a removal
     never finds "nobody runs it" while another xrerank process is starting a model on it."""
-    server = session.endpoint.split("://", 1)[-1]
-    path = session.home / "locks" / file_name("registration", model_name, server, suffix=".lock")
+    path = registration_lock_path(session.home, session.endpoint, model_name)
     return held_shared_lock(path, deadline, f"the registration {model_name} on {session.endpoint}", removing, progress)
+
+
+def registration_lock_path(home: Path, endpoint: str, model_name: str) -> Path:
+    server = endpoint.split("://", 1)[-1]
+    return home / "locks" / file_name("registration", model_name, server, suffix=".lock")
 
 
 def _raise_if_refused(steps: list[Step]) -> None:
