@@ -215,6 +215,7 @@ def test_the_recipes_rank_keep_the_key_out_of_the_log_and_clean_up_with_a_warm_c
     before = len(fake_hub.ranges)
     gitlab = run_gitlab(again, cache, env, f"python app.py {tmp_path / 'ranked-again.json'}")
     assert not gitlab.passed and len(fake_hub.ranges) == before, "the restored weights were downloaded again"
+    assert (tmp_path / "ranked-again.json").exists(), gitlab.log[-3000:]  # it failed in the app, not before
     app = json.loads((tmp_path / "ranked-again.json").read_text())
     assert sorted(app["ranked"]) == [0, 1, 2]
     assert not [secret for secret in [app["key"], *_secrets(again)] if secret in gitlab.log]

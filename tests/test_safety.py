@@ -462,3 +462,17 @@ def test_a_truncated_state_file_is_reported_with_its_name_not_taken_as_empty(tmp
     assert read_json(record) is None  # lenient readers rebuild what they can
     with pytest.raises(DamagedState, match=f"{record.name} is damaged.*delete it to go on"):
         ledger.launched_with(tmp_path, "http://127.0.0.1:9", instance)
+
+
+def test_a_server_start_that_lost_a_port_race_is_told_from_other_failures(tmp_path):
+    """xinference-local binds internal ports it picked itself; one taken meanwhile is worth a restart."""
+    from xrerank.local import _lost_a_port_race
+
+    log = tmp_path / "xinference.log"
+    log.write_bytes(b"OSError: [Errno 98] error while attempting to bind on address ('127.0.0.1', 45473): "
+                    b"address already in use\n")  # fmt: skip
+    start = log.stat().st_size
+    assert _lost_a_port_race(log, 0)
+    with log.open("ab") as stream:
+        stream.write(b"ModuleNotFoundError: No module named 'torch'\n")  # this start's own failure
+    assert not _lost_a_port_race(log, start)

@@ -177,6 +177,40 @@ def start(
     home = private_directory(directory / "home")
     env = {**os.environ, "XINFERENCE_HOME": str(home), "HF_HUB_OFFLINE": "1", **RATE_LIMITS}
     env["XINFERENCE_AUTH_ADVANCED"] = "1" if auth else "0"
+    deadline = time.monotonic() + timeout
+    for attempt in range(1 + PORT_RACE_RETRIES):
+        server, process, log_start = _spawn(executable, directory, env, port, host, auth)
+        try:
+            _wait_until_answering(server, process, deadline)
+            break
+        except ServerError:
+            if attempt == PORT_RACE_RETRIES or not _lost_a_port_race(directory / LOG_FILE, log_start):
+                stop(directory)
+                raise
+            # xinference-local picks its internal ports itself, and another program can take one between
+            # its check and its bind ("address already in use"): start it again.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(server.pid, signal.SIGKILL)
+            (directory / STATE_FILE).unlink(missing_ok=True)
+        except BaseException:
+            stop(directory)
+            raise
+    try:
+        if auth:
+            _bootstrap_credentials(server, log_start)
+    except BaseException:
+        stop(directory)
+        raise
+    return server, True
+
+
+PORT_RACE_RETRIES = 2
+
+
+def _spawn(
+    executable: str, directory: Path, env: dict, port: int, host: str, auth: bool
+) -> tuple[LocalServer, subprocess.Popen, int]:
+    """xinference-local started in its own process group and recorded; also where its log starts."""
     log = os.open(directory / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     log_start = os.lseek(log, 0, os.SEEK_END)
     metrics_port = _free_port()
@@ -195,14 +229,14 @@ def start(
     state = {"pid": server.pid, "port": port, "host": host, "auth": auth, "started": started}
     state |= {"metrics_port": metrics_port, "identity": identity}
     write_json_atomically(directory / STATE_FILE, state, mode=0o600)
-    try:
-        _wait_until_answering(server, process, time.monotonic() + timeout)
-        if auth:
-            _bootstrap_credentials(server, log_start)
-    except BaseException:
-        stop(directory)
-        raise
-    return server, True
+    return server, process, log_start
+
+
+def _lost_a_port_race(log_path: Path, log_start: int) -> bool:
+    """Did this start's log end on a bind that found its port taken?"""
+    with log_path.open("rb") as stream:
+        stream.seek(log_start)
+        return b"address already in use" in stream.read()
 
 
 def stop(directory: Path, timeout: float = 30.0) -> ServerState:
