@@ -47,11 +47,11 @@ def main() -> None:
     import torch
     from bench_memory import base_config, scratch_server
 
-    from xrerank import local
-    from xrerank.demo import make_demo_model, make_random_model
-    from xrerank.deploy import register_model
-    from xrerank.modeldir import inspect_model_dir
-    from xrerank.spec import build_spec
+    from xrerank.deploy.engine import register_model
+    from xrerank.deploy.spec import build_spec
+    from xrerank.weights.generated import make_demo_model, make_random_model
+    from xrerank.weights.modeldir import inspect_model_dir
+    from xrerank.xinference import local
 
     cores = os.cpu_count() or 1
     print(f"machine: {cores} cores, torch {torch.__version__}, {torch.get_num_threads()} torch threads in-process")
@@ -108,8 +108,8 @@ def heading(title: str) -> None:
 
 
 def launched(session, model_name: str, uid: str | None = None, replica: int = 1, threads: int | None = None) -> str:
-    from xrerank.deploy import launch_model
-    from xrerank.records import LaunchSettings
+    from xrerank.deploy.engine import launch_model
+    from xrerank.xinference.records import LaunchSettings
 
     settings = LaunchSettings(model_name, uid, replica=replica, device="cpu", threads_per_replica=threads)
     launch_model(session, settings, time.monotonic() + 600)
@@ -149,8 +149,8 @@ def client_overhead(session, seconds: float, report: Report) -> None:
     import requests
     from xinference_client import RESTfulClient
 
-    from xrerank.bench import Workload
-    from xrerank.serving import open_client
+    from xrerank.perf.bench import Workload
+    from xrerank.xinference.serving import open_client
 
     heading("1. client overhead: demo model, 1 replica, 16 documents of ~12 words, one caller, the API key")
     launched(session, "bench-demo")
@@ -229,9 +229,9 @@ def concurrency(session, credentials: dict, demo_dir: Path, cores: int, levels: 
 
     from sentence_transformers import CrossEncoder
 
-    from xrerank.bench import Workload, _prepared, run_bench
     from xrerank.client import Reranker
-    from xrerank.http import Credentials
+    from xrerank.client.http import Credentials
+    from xrerank.perf.bench import Workload, _prepared, run_bench
 
     replicas = min(2, cores)
     uid = launched(session, "bench-demo", "bench-demo", replicas, max(1, cores // replicas))
@@ -347,8 +347,8 @@ def served_vs_in_process(session, models: dict[str, Path], cores: int, seconds: 
     thread each, the setting that `xrerank tune` finds best for short documents."""
     from sentence_transformers import CrossEncoder
 
-    from xrerank.bench import Workload, run_bench
-    from xrerank.serving import open_client
+    from xrerank.perf.bench import Workload, run_bench
+    from xrerank.xinference.serving import open_client
 
     splits = [(1, cores)] + ([(cores, 1)] if cores > 1 else [])
     # (model, documents per request, words per document or None for 256 tokens, callers, seconds, figure)
@@ -418,7 +418,7 @@ def words_for_tokens(tokenizer, tokens: int) -> int:
 
     A generated model's small vocabulary splits most words into several pieces, so the word count
     that makes 256 tokens is measured, not assumed."""
-    from xrerank.bench import Workload
+    from xrerank.perf.bench import Workload
 
     sample = Workload(docs=8, doc_tokens=50)
     per_word = token_counts(tokenizer, sample)[0] / sample.doc_tokens
@@ -426,10 +426,10 @@ def words_for_tokens(tokenizer, tokens: int) -> int:
 
 
 def configuration_matrix(session, cores: int, seconds: float) -> None:
-    from xrerank.bench import Workload
-    from xrerank.records import LaunchSettings
-    from xrerank.render import tune_text
-    from xrerank.tune import Setting, tune
+    from xrerank.cli.render import tune_text
+    from xrerank.perf.bench import Workload
+    from xrerank.perf.tune import Setting, tune
+    from xrerank.xinference.records import LaunchSettings
 
     heading("4. replicas x threads per replica x micro-batching: demo model, 16 x ~12 words, 4 callers")
     to_try = [Setting(r, t) for r in (1, 2) for t in (1, cores) if r * t <= 2 * cores]
@@ -446,9 +446,9 @@ def cache_hits(session, seconds: float, report: Report) -> None:
 
     Under 4 callers a hit's latency is mostly its wait for the GIL (4 / requests per second), not
     the cache's work, so the hit target is judged on the one-caller run over the warmed cache."""
-    from xrerank.bench import Workload, run_bench
-    from xrerank.cache import ScoreCache
-    from xrerank.serving import open_client
+    from xrerank.client.cache import ScoreCache
+    from xrerank.perf.bench import Workload, run_bench
+    from xrerank.xinference.serving import open_client
 
     heading("5. score cache: demo model, 4 callers drawing from 50 distinct queries")
     launched(session, "bench-demo")
@@ -497,7 +497,7 @@ def gpu_limits(models: dict[str, Path], seconds: float) -> None:
     """With a GPU: the in-process limit of each model on it, in fp16, at batch 32 and 128."""
     import torch
 
-    from xrerank.bench import Workload, in_process_limit
+    from xrerank.perf.bench import Workload, in_process_limit
 
     if not torch.cuda.is_available():
         print("\n== 7. GPU: none on this machine; the GPU figures in the README were measured elsewhere")

@@ -4,7 +4,7 @@
 
 Starts its own xinference-local (auth off, loopback, in a scratch XRERANK_HOME), launches the demo model and a base-size
 random model (12 layers, hidden 768) on CPU, sends each 32 documents of max_tokens, and prints the
-peak RSS of the replica process (VmHWM) next to `xrerank.doctor.estimate_memory`.
+peak RSS of the replica process (VmHWM) next to `xrerank.checks.doctor.estimate_memory`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 def base_config() -> dict:
     """BERT-base shapes on the demo model's XLM-RoBERTa layout."""
-    from xrerank.demo import DEMO_CONFIG
+    from xrerank.weights.generated import DEMO_CONFIG
 
     shapes = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
     return {**DEMO_CONFIG, **shapes, "initializer_range": 0.02}
@@ -31,8 +31,8 @@ def scratch_server(root: Path, auth: bool):
     import json
     import os
 
-    from xrerank import local
-    from xrerank.session import Options, open_session
+    from xrerank.xinference import local
+    from xrerank.xinference.session import Options, open_session
 
     os.environ["XRERANK_HOME"] = str(root)
     with socket.socket() as probe:
@@ -57,14 +57,14 @@ def peak_rss(uid: str) -> int:
 def main() -> None:
     import json
 
-    from xrerank import local
-    from xrerank.demo import make_demo_model, make_random_model
-    from xrerank.deploy import launch_model, register_model
-    from xrerank.doctor import GIB, count_parameters, estimate_memory
-    from xrerank.modeldir import inspect_model_dir
-    from xrerank.records import LaunchSettings
-    from xrerank.serving import open_client
-    from xrerank.spec import build_spec
+    from xrerank.checks.doctor import GIB, count_parameters, estimate_memory
+    from xrerank.deploy.engine import launch_model, register_model
+    from xrerank.deploy.spec import build_spec
+    from xrerank.weights.generated import make_demo_model, make_random_model
+    from xrerank.weights.modeldir import inspect_model_dir
+    from xrerank.xinference import local
+    from xrerank.xinference.records import LaunchSettings
+    from xrerank.xinference.serving import open_client
 
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)

@@ -202,7 +202,7 @@ def installed_wheel(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_model(tmp_path_factory) -> Path:
-    from xrerank.demo import make_demo_model
+    from xrerank.weights.generated import make_demo_model
 
     return make_demo_model(tmp_path_factory.mktemp("weights") / "tiny-bge-reranker-v2-m3")
 
@@ -248,8 +248,8 @@ class Server:
         return ["--endpoint", self.endpoint, "--api-key", self.credentials["api_key"]]
 
     def admin(self):
-        from xrerank.http import Credentials
-        from xrerank.server import Xinference
+        from xrerank.client.http import Credentials
+        from xrerank.xinference.server import Xinference
 
         c = self.credentials
         return Xinference(self.endpoint, Credentials(username=c["username"], password=c["password"]))
@@ -274,7 +274,7 @@ class Server:
 
 @pytest.fixture(scope="session")
 def xinference(tmp_path_factory) -> Server:
-    from xrerank import local
+    from xrerank.xinference import local
 
     directory = tmp_path_factory.mktemp("xinference")
     server, started = local.start(directory, port=free_port(), auth=True, timeout=240)

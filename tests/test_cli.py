@@ -7,7 +7,7 @@ import pytest
 from conftest import free_port
 from loopback import LoopbackServer, QuietHandler
 
-from xrerank.http import server_reason
+from xrerank.client.http import server_reason
 
 
 @pytest.fixture
@@ -39,8 +39,8 @@ def test_help_lists_every_command_and_every_command_has_help_with_an_example(run
 
 
 def test_the_names_the_cli_loads_alone_match_the_librarys_own():
-    from xrerank.connect import RECIPES
     from xrerank.defaults import CONNECT_FORMATS, HUBS
+    from xrerank.integrations.recipes import RECIPES
     from xrerank.weights import SOURCES, source_for
 
     assert tuple(RECIPES) == CONNECT_FORMATS
@@ -48,7 +48,7 @@ def test_the_names_the_cli_loads_alone_match_the_librarys_own():
 
 
 def test_the_cache_link_race_of_xinference_is_recognised_from_its_message():
-    from xrerank.deploy import _lost_the_cache_link_race
+    from xrerank.deploy.engine import _lost_the_cache_link_race
     from xrerank.errors import ServerError
 
     seen = (
@@ -190,7 +190,7 @@ def test_debug_shows_the_traceback_and_keeps_the_exit_code(run):
 
 
 def test_an_endpoint_ending_in_v1_is_the_server_it_names():
-    from xrerank.http import parse_endpoint
+    from xrerank.client.http import parse_endpoint
 
     assert parse_endpoint("http://127.0.0.1:9997/v1") == "http://127.0.0.1:9997"
     assert parse_endpoint("http://127.0.0.1:9997/v1/") == "http://127.0.0.1:9997"

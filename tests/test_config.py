@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from xrerank.config import load_deployment, weights_dir
+from xrerank.deploy.config import load_deployment, weights_dir
 from xrerank.errors import BadInput
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -109,7 +109,7 @@ def test_shipped_hugging_face_config():
 
 
 def test_replicas_per_gpu_sets_the_replica_count_and_repeats_each_gpu():
-    from xrerank.target import resolve
+    from xrerank.deploy.target import resolve
 
     text = (CONFIGS / "bge-reranker-v2-m3-gpu.yaml").read_text()
     deployment, base = _load_text(

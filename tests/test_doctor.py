@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 
-from xrerank.doctor import (
+from xrerank.checks.doctor import (
     FAIL,
     OK,
     WARN,
@@ -91,7 +91,7 @@ def test_the_parameter_formula_matches_the_published_size_of_bge_reranker_v2_m3(
 
 
 def test_the_parameter_formula_matches_the_demo_models_weights(demo_model):
-    from xrerank.doctor import count_parameters
+    from xrerank.checks.doctor import count_parameters
 
     config = json.loads((demo_model / "config.json").read_text())
     assert parameters_from_config(config) == count_parameters(demo_model)
@@ -107,8 +107,8 @@ def test_max_tokens_8192_in_fp16_needs_more_than_an_80_gb_gpu_would_hold_at_batc
 
 def test_the_gpu_check_sizes_each_gpu_not_their_average():
     """A full GPU 0 beside an empty GPU 1 is not two half-free GPUs: replicas placed on GPU 0 fail."""
-    from xrerank.doctor import GIB, deployment_findings
-    from xrerank.records import LaunchSettings, Worker
+    from xrerank.checks.doctor import GIB, deployment_findings
+    from xrerank.xinference.records import LaunchSettings, Worker
 
     worker = Worker("10.0.0.1:30001", 64, 200 * GIB, 256 * GIB, gpu_count=2, gpu_vram_available=41 * GIB,
                     gpu_vram_total=160 * GIB, gpu_free=((0, 1 * GIB), (1, 40 * GIB)))  # fmt: skip
@@ -134,7 +134,7 @@ def test_the_gpu_check_sizes_each_gpu_not_their_average():
 @pytest.fixture(scope="module")
 def open_server(tmp_path_factory):
     """A second real server, with auth off, for the capacity checks and the auth-off case."""
-    from xrerank import local
+    from xrerank.xinference import local
 
     directory = tmp_path_factory.mktemp("open-xinference")
     server, _ = local.start(directory, port=free_port(), auth=False, timeout=240)
@@ -197,7 +197,7 @@ def test_a_deployment_needs_admin_credentials(run, xinference, tmp_path, demo_mo
 
 def _fitting(open_server: str, max_tokens: int) -> tuple[int, int]:
     """How many bge-reranker-v2-m3 replicas at `max_tokens` fit this machine's worker, and one too many."""
-    from xrerank.server import Xinference
+    from xrerank.xinference.server import Xinference
 
     worker = Xinference(open_server).workers()[0]
     need = estimate_memory(BGE_RERANKER_V2_M3, parameters_from_config(BGE_RERANKER_V2_M3), max_tokens, False, False)

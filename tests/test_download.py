@@ -3,7 +3,7 @@
 from conftest import DEMO_REPO, free_port
 from fakehub import FakeHub
 
-from xrerank.modeldir import MANIFEST, read_complete_manifest, sha256_of
+from xrerank.weights.modeldir import MANIFEST, read_complete_manifest, sha256_of
 
 
 def test_download_verifies_and_writes_a_manifest(run, fake_hub, hub_repo, tmp_path):

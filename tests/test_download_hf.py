@@ -6,7 +6,7 @@ import pytest
 from conftest import DEMO_REPO, free_port
 from fakehf import COMMIT, FakeHFHub
 
-from xrerank.modeldir import MANIFEST, read_complete_manifest, sha256_of
+from xrerank.weights.modeldir import MANIFEST, read_complete_manifest, sha256_of
 
 
 @pytest.fixture(autouse=True)

@@ -52,11 +52,25 @@ def test_the_printed_url_is_the_one_other_hosts_use_and_it_answers(open_host):
     assert requests.get(f"http://127.0.0.2:{open_host['port']}/v1/cluster/auth", timeout=5).ok
 
 
-def test_the_client_with_no_key_uses_the_embedded_servers_own(in_home, open_host):
-    from xrerank.client import Reranker
+def test_the_embedded_servers_own_key_is_one_explicit_call_away(in_home, open_host, monkeypatch):
+    from xrerank.client import Reranker, RerankError
+    from xrerank.integrations import client_for
+    from xrerank.xinference.local import embedded_api_key
 
-    with Reranker(f"http://127.0.0.1:{open_host['port']}", "demo-reranker") as client:  # no api_key=
+    endpoint = f"http://127.0.0.1:{open_host['port']}"
+    key = embedded_api_key(endpoint)
+    assert key and key.startswith("xf-")
+    with Reranker(endpoint, "demo-reranker", api_key=key) as client:
         assert len(client.rerank("What is AI?", ["AI is ...", "Apples are ..."])) == 2
+    # the client alone never reads the embedded server's files: no key, no auth
+    with pytest.raises(RerankError, match="api_key"), Reranker(endpoint, "demo-reranker", retry_for=0) as bare:
+        bare.rerank("q", ["a"])
+    monkeypatch.setenv("XRERANK_API_KEY", key)  # ... but it does take the key connect prints
+    with Reranker(endpoint, "demo-reranker") as from_env:
+        assert len(from_env.rerank("q", ["a", "b"])) == 2
+    monkeypatch.delenv("XRERANK_API_KEY")
+    with client_for(endpoint, "demo-reranker", None, 30.0) as integration:  # the integrations look it up
+        assert len(integration.rerank("q", ["a"])) == 1
 
 
 def _wrong_key_requests(port: int, count: int) -> list[int]:

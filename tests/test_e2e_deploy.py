@@ -73,8 +73,8 @@ def test_three_deploys_at_once_from_nothing_take_turns_and_launch_once(admin, xi
 def test_the_memory_estimate_matches_what_a_replica_uses(xinference):
     import psutil
 
-    from xrerank.demo import DEMO_CONFIG, DEMO_VOCAB_SIZE
-    from xrerank.doctor import GIB, estimate_memory, parameters_from_config
+    from xrerank.checks.doctor import GIB, estimate_memory, parameters_from_config
+    from xrerank.weights.generated import DEMO_CONFIG, DEMO_VOCAB_SIZE
 
     server_pid = json.loads((xinference.directory / "server.json").read_text())["pid"]
     replicas = [  # this test process's server's: another process's server may run a model of the same uid
@@ -138,7 +138,7 @@ def test_two_replicas_sharing_gpu_0_go_through_deploy_to_the_servers_own_refusal
 
 
 def test_a_model_relaunched_outside_xrerank_is_not_taken_as_deployed(run, admin, xinference, home, tmp_path):
-    from xrerank.records import LaunchSettings
+    from xrerank.xinference.records import LaunchSettings
 
     outside = _variant(tmp_path, model_uid="demo-outside", replica=1)
     server = xinference.admin()

@@ -60,7 +60,7 @@ def test_scale_refuses_replicas_the_workers_have_no_room_for(run, admin, deploye
 def test_scale_waits_its_turn_behind_another_change_of_the_same_model(run, admin, deployed, xinference, home):
     from filelock import FileLock
 
-    from xrerank.deploy import deployment_lock_path
+    from xrerank.deploy.engine import deployment_lock_path
 
     with FileLock(str(deployment_lock_path(home, xinference.endpoint, UID))):  # a deploy of it under way
         result = run(*admin, "scale", "--model-uid", UID, "2", "--wait", "2")
@@ -117,7 +117,7 @@ def test_unregister_refuses_while_a_model_runs_the_registration(run, admin, depl
 def test_destroy_racing_a_launch_of_another_uid_waits_for_it_and_changes_nothing(run, admin, deployed, xinference,
                                                                                    home):  # fmt: skip
     """A launch of another uid on the same registration is under way (not yet visible on the server)."""
-    from xrerank.deploy import registration_lock_path
+    from xrerank.deploy.engine import registration_lock_path
 
     env = {**os.environ, "XRERANK_HOME": str(home)}
     launch = subprocess.Popen(
@@ -158,7 +158,7 @@ def _wait_until_held(path: Path, process: subprocess.Popen) -> None:
 def test_terminate_waits_for_another_change_of_the_model(run, admin, deployed, xinference, home):
     from filelock import FileLock
 
-    from xrerank.deploy import deployment_lock_path
+    from xrerank.deploy.engine import deployment_lock_path
 
     with FileLock(str(deployment_lock_path(home, xinference.endpoint, UID))):  # a scale of it under way
         result = run(*admin, "terminate", "--model-uid", UID, "--wait", "2")
@@ -170,7 +170,7 @@ def test_terminate_waits_for_another_change_of_the_model(run, admin, deployed, x
 
 
 def test_terminate_stops_a_model_that_is_still_loading(run, admin, deployed, xinference, home):
-    from xrerank.records import LaunchSettings
+    from xrerank.xinference.records import LaunchSettings
 
     server = xinference.admin()
     server.launch(LaunchSettings(NAME, "hard-loading", replica=1, device="cpu", envs={"OMP_NUM_THREADS": "1"}), 1)
@@ -250,7 +250,7 @@ def test_an_app_key_revoked_can_be_created_again_and_a_scope_must_be_a_uid(run, 
 def test_fresh_homes_reuse_one_data_key_and_prune_deletes_the_old_ones(
     run, xinference, deployed, tmp_path, monkeypatch
 ):
-    from xrerank.keys import data_plane_key_name
+    from xrerank.xinference.keys import data_plane_key_name
 
     server = xinference.admin()
     for fresh in ("ci-run-1", "ci-run-2"):  # a CI job's $XRERANK_HOME is new every run
@@ -265,7 +265,7 @@ def test_fresh_homes_reuse_one_data_key_and_prune_deletes_the_old_ones(
     # A client still sending the pruned key is refused per key (401 "disabled"), not banned.
     old = run("--endpoint", xinference.endpoint, "--api-key", secret, "rerank", "--model-uid", UID, "q", "a")
     assert old.exit_code == 3 and "disabled" in old.stderr and "banned" not in old.stderr
-    from xrerank.keys import prune_data_plane_keys
+    from xrerank.xinference.keys import prune_data_plane_keys
 
     pruned = prune_data_plane_keys(server, tmp_path / "ci-run-2", now=time.time() + 3601)  # an hour on
     assert pruned.deleted == [f"{stale.name}.pruned-{stale.id}"] and pruned.disabled == []
@@ -285,17 +285,17 @@ def test_doctor_asks_the_login_what_it_may_do_and_sends_nothing_destructive(run,
     server = xinference.admin()
     server.api.post("/v1/admin/users", json={"username": "hard-reader", "password": "reader-pass-123",
                                              "permissions": ["models:list", "models:read"]})  # fmt: skip
-    from xrerank.doctor import may_administer
-    from xrerank.http import Credentials
-    from xrerank.server import Xinference
+    from xrerank.checks.doctor import may_administer
+    from xrerank.client.http import Credentials
+    from xrerank.xinference.server import Xinference
 
     reader = Xinference(xinference.endpoint, Credentials(username="hard-reader", password="reader-pass-123"))
     assert may_administer(reader) == (False, "'hard-reader' lacks the permission(s) models:register, models:write")
 
 
 def test_server_unban_lifts_a_ban_on_the_address_xrerank_sends_from(run, xinference):
-    from xrerank import local
-    from xrerank.http import Api, Banned, Credentials
+    from xrerank.client.http import Api, Banned, Credentials
+    from xrerank.xinference import local
 
     wrong = Api(xinference.endpoint, Credentials(api_key="xf-wrong-key"), source_address="127.0.0.2")
     try:

@@ -100,8 +100,8 @@ def test_an_in_process_comparison_that_cannot_run_is_refused_before_any_load(run
 
 
 def test_cached_scores_are_the_servers_and_a_relaunch_is_a_new_identity(admin, xinference):
-    from xrerank.cache import ScoreCache
     from xrerank.client import Reranker
+    from xrerank.client.cache import ScoreCache
 
     server = xinference.admin()
     documents = ["apple fruit", "apple phone company", "great wall"]
@@ -122,7 +122,7 @@ def test_cached_scores_are_the_servers_and_a_relaunch_is_a_new_identity(admin, x
 def test_tune_writes_the_best_settings_and_leaves_the_server_as_it_was(run, admin, deployment, xinference, tmp_path):
     before = sorted(m.uid for m in xinference.admin().models())
     # What a tune killed mid-trial leaves: its scratch instance running. The next tune removes it first.
-    from xrerank.records import LaunchSettings
+    from xrerank.xinference.records import LaunchSettings
 
     leftover = LaunchSettings("perf-bge-reranker", f"{UID}-tune", device="cpu")
     xinference.admin().launch(leftover, threads=1)

@@ -18,11 +18,11 @@ UID, OTHER, FP16 = "verify-demo", "verify-other", "verify-fp16"
 @pytest.fixture(scope="module")
 def models(xinference, tmp_path_factory):
     """The demo weights under UID (fp32) and FP16 (fp16, on the CPU), other weights under OTHER."""
-    from xrerank.demo import DEMO_CONFIG, make_demo_model, make_random_model
-    from xrerank.deploy import register_model
-    from xrerank.modeldir import inspect_model_dir
-    from xrerank.records import LaunchSettings
-    from xrerank.spec import build_spec
+    from xrerank.deploy.engine import register_model
+    from xrerank.deploy.spec import build_spec
+    from xrerank.weights.generated import DEMO_CONFIG, make_demo_model, make_random_model
+    from xrerank.weights.modeldir import inspect_model_dir
+    from xrerank.xinference.records import LaunchSettings
 
     root = tmp_path_factory.mktemp("verify")
     demo = make_demo_model(root / "demo")

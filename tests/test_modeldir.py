@@ -3,7 +3,7 @@ import json
 import pytest
 
 from xrerank.errors import BadInput
-from xrerank.modeldir import IN_PROGRESS, MANIFEST, inspect_model_dir, read_complete_manifest
+from xrerank.weights.modeldir import IN_PROGRESS, MANIFEST, inspect_model_dir, read_complete_manifest
 
 
 def _model_dir(tmp_path, config=None, files=("tokenizer.json", "model.safetensors")):

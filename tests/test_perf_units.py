@@ -8,14 +8,14 @@ from collections import Counter
 import pytest
 from conftest import DEMO
 
-from xrerank.bench import BenchResult, Workload, run_bench
-from xrerank.cache import ScoreCache
-from xrerank.config import load_deployment
+from xrerank.client.cache import ScoreCache
+from xrerank.client.http import Api
+from xrerank.deploy.config import load_deployment
 from xrerank.errors import BadInput
-from xrerank.http import Api
-from xrerank.records import check_launch_settings
-from xrerank.server import LaunchSettings, launch_payload
-from xrerank.tune import Setting, candidates, write_best
+from xrerank.perf.bench import BenchResult, Workload, run_bench
+from xrerank.perf.tune import Setting, candidates, write_best
+from xrerank.xinference.records import check_launch_settings
+from xrerank.xinference.server import LaunchSettings, launch_payload
 
 
 def test_cache_keys_differ_by_model_query_and_document():

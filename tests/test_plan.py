@@ -1,5 +1,5 @@
-from xrerank.plan import DONE, REFUSED, TODO, Desired, Observed, misplaced, plan
-from xrerank.records import Instance, Registration, Replica
+from xrerank.deploy.plan import DONE, REFUSED, TODO, Desired, Observed, misplaced, plan
+from xrerank.xinference.records import Instance, Registration, Replica
 
 SPEC = {
     "version": 2,

@@ -20,8 +20,8 @@ from loopback import LoopbackServer, QuietHandler
 
 from xrerank.client import Reranker, RerankError
 from xrerank.errors import BadInput, ExitCode
-from xrerank.local import process_identity
-from xrerank.modeldir import MANIFEST, NotOurs, purge, read_complete_manifest, write_manifest
+from xrerank.weights.modeldir import MANIFEST, NotOurs, purge, read_complete_manifest, write_manifest
+from xrerank.xinference.local import process_identity
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -116,7 +116,7 @@ def test_a_download_into_a_directory_with_foreign_files_is_refused(run, tmp_path
 
 
 def test_staging_left_by_a_killed_generation_is_removed_by_the_next_run(tmp_path):
-    from xrerank.demo import make_demo_model
+    from xrerank.weights.generated import make_demo_model
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -274,14 +274,14 @@ def test_a_source_address_this_machine_cannot_send_from_is_named(run, monkeypatc
     ],
 )
 def test_app_names_are_plain_ascii_and_not_xreranks_own(app, message):
-    from xrerank.keys import check_app_name
+    from xrerank.xinference.keys import check_app_name
 
     with pytest.raises(BadInput, match=message):
         check_app_name(app)
 
 
 def test_bench_stops_at_the_first_refusal_instead_of_earning_a_ban():
-    from xrerank.bench import Workload, run_bench
+    from xrerank.perf.bench import Workload, run_bench
 
     sent = []
 
@@ -429,7 +429,7 @@ def test_a_client_only_install_names_the_server_extra_for_what_needs_it(tmp_path
 def test_a_client_only_install_refuses_the_in_process_reference_in_one_line(tmp_path):
     code = (
         "import sys; sys.modules.update(dict.fromkeys(['torch', 'transformers', 'sentence_transformers']))\n"
-        "from pathlib import Path\nfrom xrerank.verify import Reference, reference_scores\n"
+        "from pathlib import Path\nfrom xrerank.checks.verify import Reference, reference_scores\n"
         "from xrerank.errors import BadInput\n"
         "try:\n    reference_scores(Reference(Path('.'), 512, 'float32', False), [('q', 'd')])\n"
         "except BadInput as exc:\n    print('refused:', exc)\n"
@@ -451,9 +451,9 @@ def test_state_files_reach_the_disk_before_and_after_the_rename(tmp_path, monkey
 
 
 def test_a_truncated_state_file_is_reported_with_its_name_not_taken_as_empty(tmp_path):
-    from xrerank import ledger
     from xrerank.files import DamagedState, read_json
-    from xrerank.records import Instance, Replica
+    from xrerank.xinference import ledger
+    from xrerank.xinference.records import Instance, Replica
 
     instance = Instance("m", "n", "READY", 1, 123, (Replica(0, "m-rep0", "READY", created_ts=123),))
     ledger.record_launch(tmp_path, "http://127.0.0.1:9", instance, {"threads_per_replica": 1})
@@ -466,7 +466,7 @@ def test_a_truncated_state_file_is_reported_with_its_name_not_taken_as_empty(tmp
 
 def test_a_server_start_that_lost_a_port_race_is_told_from_other_failures(tmp_path):
     """xinference-local binds internal ports it picked itself; one taken meanwhile is worth a restart."""
-    from xrerank.local import _lost_a_port_race
+    from xrerank.xinference.local import _lost_a_port_race
 
     log = tmp_path / "xinference.log"
     log.write_bytes(b"OSError: [Errno 98] error while attempting to bind on address ('127.0.0.1', 45473): "

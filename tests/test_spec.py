@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 
+from xrerank.deploy.spec import build_spec, spec_differences
 from xrerank.errors import BadInput
-from xrerank.modeldir import CrossEncoderDir
 from xrerank.names import validate_model_name, validate_model_uid
-from xrerank.spec import build_spec, spec_differences
+from xrerank.weights.modeldir import CrossEncoderDir
 
 GOLDEN = Path(__file__).parent / "golden"
 MODEL = CrossEncoderDir(

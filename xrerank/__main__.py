@@ -1,3 +1,3 @@
-from .cli import main
+from xrerank.cli import main
 
 main()

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-from .errors import BadInput, TimedOut, XrerankError
+from xrerank.errors import BadInput, TimedOut, XrerankError
 
 
 def xrerank_home() -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import BadInput
+from xrerank.errors import BadInput
 
 # The rerank names Xinference 4.1.0 ships; registering one of them fails with "already registered".
 BUILTIN_RERANK_NAMES = frozenset(

@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import os
 
-from ..client import Reranker
-from ..defaults import API_KEY_ENV
+from xrerank.client import Reranker
+from xrerank.defaults import API_KEY_ENV
 
 
 def client_for(endpoint: str, model_uid: str, api_key: str | None, timeout: float, **options: object) -> Reranker:
-    """The client an integration ranks with; the key falls back to $XRERANK_API_KEY."""
-    return Reranker(endpoint, model_uid, api_key=api_key or os.environ.get(API_KEY_ENV), timeout=timeout, **options)  # type: ignore[arg-type]
+    """The client an integration ranks with. The key falls back to $XRERANK_API_KEY, then to the
+    embedded server's own key when `endpoint` is the server `xrerank up` started on this machine."""
+    if not api_key and not os.environ.get(API_KEY_ENV):
+        from xrerank.xinference.local import embedded_api_key
+
+        api_key = embedded_api_key(endpoint)
+    return Reranker(endpoint, model_uid, api_key=api_key or None, timeout=timeout, **options)  # type: ignore[arg-type]

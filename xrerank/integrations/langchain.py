@@ -19,7 +19,7 @@ from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 
-from . import client_for
+from xrerank.integrations import client_for
 
 
 class XrerankRerank(BaseDocumentCompressor):

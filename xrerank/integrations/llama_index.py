@@ -16,7 +16,7 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr, SecretStr
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
-from . import client_for
+from xrerank.integrations import client_for
 
 
 class XrerankRerank(BaseNodePostprocessor):

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import BadInput, XrerankError
+from xrerank.errors import BadInput, XrerankError
 
 # name -> module in this package; each module defines SOURCE.
 SOURCES = {"modelscope": "modelscope", "huggingface": "huggingface", "local": "local", "demo": "demo"}
@@ -51,7 +51,7 @@ class WeightSource:
         raise NotImplementedError
 
     def is_complete(self, directory: Path) -> bool:
-        from ..modeldir import read_complete_manifest
+        from xrerank.weights.modeldir import read_complete_manifest
 
         return read_complete_manifest(directory) is not None
 
@@ -100,7 +100,7 @@ class HubSource(WeightSource):
         self, model_id: str, local_dir: str | Path, revision: str | None = None, endpoint: str | None = None
     ) -> Fetched:
         """Make `local_dir` a complete copy of `model_id` at `revision`; a complete directory is a no-op."""
-        from ..modeldir import claim_directory, inspect_model_dir, read_complete_manifest, write_manifest
+        from xrerank.weights.modeldir import claim_directory, inspect_model_dir, read_complete_manifest, write_manifest
 
         directory = Path(local_dir).expanduser().resolve()
         revision = revision or self.default_revision

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..demo import DEMO_CONFIG, DEMO_VOCAB_SIZE, make_demo_model
-from ..modeldir import read_complete_manifest
-from . import Fetched, WeightSource, read_config_file
+from xrerank.weights import Fetched, WeightSource, read_config_file
+from xrerank.weights.generated import DEMO_CONFIG, DEMO_VOCAB_SIZE, make_demo_model
+from xrerank.weights.modeldir import read_complete_manifest
 
 
 class Demo(WeightSource):

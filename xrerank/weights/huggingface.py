@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadInput, Unreachable, XrerankError
-from ..modeldir import sha256_of
-from . import HubSource, network_reason, summary
+from xrerank.errors import BadInput, Unreachable, XrerankError
+from xrerank.weights import HubSource, network_reason, summary
+from xrerank.weights.modeldir import sha256_of
 
 _CLIENT_METADATA = ".cache"  # huggingface_hub keeps local_dir's download records in .cache/huggingface
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import BadInput
-from ..modeldir import inspect_model_dir
-from . import Fetched, WeightSource
+from xrerank.errors import BadInput
+from xrerank.weights import Fetched, WeightSource
+from xrerank.weights.modeldir import inspect_model_dir
 
 
 class Local(WeightSource):

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import Unreachable, XrerankError
-from . import HubSource, network_reason, summary
+from xrerank.errors import Unreachable, XrerankError
+from xrerank.weights import HubSource, network_reason, summary
 
 
 class ModelScope(HubSource):

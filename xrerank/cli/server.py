@@ -1,0 +1,201 @@
+"""The embedded local server: server start/stop/status/unban, up and down."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from xrerank.cli.base import (
+    cli,
+    deadline_of,
+    done,
+    json_option,
+    progress,
+    state_line,
+    stopped,
+    wait_option,
+)
+from xrerank.cli.render import (
+    emit_json,
+    results_text,
+)
+from xrerank.errors import ExitCode
+
+
+def _server_dir(context: click.Context, parameter: click.Parameter, home: Path | None) -> Path:
+    from xrerank.xinference.local import default_server_dir
+
+    return home or default_server_dir()
+
+
+home_option = click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    callback=_server_dir,
+    help="Server directory (default $XRERANK_HOME/server).",
+)
+port_option = click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=9997,
+    envvar="XRERANK_PORT",
+    show_envvar=True,
+    show_default=True,
+    help="The embedded server's port (a CI runner shared with other jobs may need another).",
+)
+host_option = click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; 0.0.0.0 serves apps on other hosts and in containers (auth stays on).",
+)
+
+
+@cli.group("server")
+def server_group():
+    """Run an embedded Xinference (its home, log, pid and credentials in one private directory)."""
+
+
+@server_group.command("start")
+@port_option
+@host_option
+@home_option
+@click.option("--no-auth", is_flag=True, help="Turn Xinference's auth off (only on a loopback --host).")
+@wait_option(180, "for the server to answer")
+@json_option
+def server_start(port, host, home, no_auth, wait_for, legacy_wait, as_json):
+    """Start the server unless it runs; with auth on, create its admin and API key.
+
+    \b
+        xrerank server start --port 9997
+    """
+    from xrerank.xinference.local import start
+
+    deadline = deadline_of(wait_for, legacy_wait)
+    running, started = start(home, port, not no_auth, deadline - time.monotonic(), host)
+    _server_done(running, "started" if started else "already running", as_json)
+
+
+@server_group.command("stop")
+@home_option
+@json_option
+def server_stop(home, as_json):
+    """Stop the server and its model processes (idempotent; a stale record is dropped, nothing signalled).
+
+    \b
+        xrerank server stop
+    """
+    from xrerank.xinference.local import stop
+
+    stopped(stop(home), as_json)
+
+
+@server_group.command("status")
+@home_option
+@json_option
+def server_status(home, as_json):
+    """Is the embedded server running and answering? Exit 0 only when it is.
+
+    \b
+        xrerank server status --json
+    """
+    from xrerank.xinference.local import inspect_server
+
+    found = inspect_server(home)
+    if found.state == "running" and found.server is not None:
+        _server_done(found.server, "running", as_json)
+        return
+    document = {"outcome": found.state, "running": False, "detail": found.detail or None}
+    done(document, as_json, state_line(found))
+    sys.exit(ExitCode.FAILED)
+
+
+@server_group.command("unban")
+@home_option
+@json_option
+def server_unban(home, as_json):
+    """Lift the address bans Xinference's rate limiter set on the embedded server.
+
+    \b
+        xrerank server unban
+    """
+    from xrerank.xinference.local import unban
+
+    lifted = unban(home)
+    done({"unbanned": lifted}, as_json, f"lifted {lifted} ban(s)")
+
+
+def _server_done(running, outcome: str, as_json: bool) -> None:
+    from xrerank.xinference.local import LOG_FILE
+
+    document = {
+        "outcome": outcome,
+        "running": True,
+        "endpoint": running.endpoint,
+        "app_endpoint": running.advertised_endpoint,
+        "host": running.host,
+        "pid": running.pid,
+        "auth": running.auth,
+        "log": str(running.directory / LOG_FILE),
+    }
+    where = running.endpoint
+    if running.advertised_endpoint != running.endpoint:
+        where += f", apps elsewhere: {running.advertised_endpoint}"
+    done(document, as_json, f"{outcome}: {where} (pid {running.pid}, auth {'on' if running.auth else 'off'})")
+
+
+@cli.command()
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--demo", is_flag=True, help="Deploy the offline demo model (configs/demo.yaml).")
+@port_option
+@host_option
+@wait_option(900, "for the server, the download and the deploy")
+@json_option
+@click.pass_obj
+def up(context, file, demo, port, host, wait_for, legacy_wait, as_json):
+    """Start the embedded server if none answers, deploy, verify, and show a sample ranking.
+
+    Default: configs/bge-reranker-v2-m3-cpu.yaml (downloads ~2.3 GB from ModelScope);
+    --demo deploys a tiny random model and needs no network.
+
+    \b
+        xrerank up --demo
+    """
+    from xrerank.deploy.up import SAMPLE_QUERY
+    from xrerank.deploy.up import up as run
+
+    result = run(context.options, file, demo, deadline_of(wait_for, legacy_wait), port, host, progress)
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    deployed = result.deployed
+    click.echo(f"deployed {deployed.uid} on {deployed.endpoint}" + ("" if deployed.changed else " (unchanged)"))
+    click.echo(f'sample ranking for "{SAMPLE_QUERY}":')
+    click.echo(results_text(result.sample))
+    if result.demo:
+        from xrerank.weights.generated import DEMO_WARNING
+
+        click.echo(f"note: {DEMO_WARNING}")
+    click.echo(
+        "next:\n"
+        f"  xrerank connect --model-uid {deployed.uid}          # the URL, uid and key for your app\n"
+        f'  xrerank rerank --model-uid {deployed.uid} "your query" "doc one" "doc two"\n'
+        f"  xrerank status --model-uid {deployed.uid}\n"
+        "  xrerank down"
+    )
+
+
+@cli.command()
+@json_option
+def down(as_json):
+    """Stop the embedded server that `xrerank up` started (its registrations persist).
+
+    \b
+        xrerank down
+    """
+    from xrerank.xinference.local import default_server_dir, stop
+
+    stopped(stop(default_server_dir()), as_json)

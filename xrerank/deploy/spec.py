@@ -1,0 +1,92 @@
+"""The custom rerank model JSON that Xinference 4.1 accepts. Pure data: no network, no disk.
+
+4.1 validates registrations as `CustomRerankModelFamilyV2`: `version: 2` and a `model_specs` list.
+The flat `model_id`/`model_uri` form found in older guides is rejected with
+"model_specs field required".
+"""
+
+from __future__ import annotations
+
+from xrerank.errors import BadInput
+from xrerank.names import validate_model_name
+from xrerank.weights.modeldir import CrossEncoderDir
+
+DEFAULT_LANGUAGES = ("en", "zh", "multilingual")
+# The keys we set, and so the keys on which two specs of one name can differ.
+_COMPARED_TOP_KEYS = ("model_name", "type", "language", "max_tokens")
+_COMPARED_SPEC_KEYS = ("model_format", "model_uri", "model_id", "quantization")
+
+
+def build_spec(
+    model: CrossEncoderDir,
+    model_name: str,
+    languages: tuple[str, ...] | list[str] = DEFAULT_LANGUAGES,
+    max_tokens: int | None = None,
+    model_id: str | None = None,
+) -> dict:
+    """The registration for `model`, after checking the name and the token limit."""
+    validate_model_name(model_name)
+    if not languages:
+        raise BadInput("at least one language is needed, e.g. --language en")
+    if max_tokens is not None:
+        if max_tokens < 1:
+            raise BadInput(f"max_tokens must be at least 1, got {max_tokens}")
+        if model.max_tokens_limit is not None and max_tokens > model.max_tokens_limit:
+            raise BadInput(
+                f"max_tokens {max_tokens} exceeds what {model.path} can take "
+                f"({model.max_tokens_limit}, from max_position_embeddings in config.json)"
+            )
+    return {
+        "version": 2,
+        "model_name": model_name,
+        "type": "normal",
+        "language": list(languages),
+        "max_tokens": max_tokens if max_tokens is not None else model.max_tokens_limit,
+        "model_specs": [
+            {
+                "model_format": "pytorch",
+                # "huggingface" on purpose: match_rerank drops other hubs when the server
+                # runs with XINFERENCE_MODEL_SRC=huggingface, and model_uri makes the hub moot.
+                "model_hub": "huggingface",
+                "model_id": model_id,
+                "model_uri": str(model.path),
+                "quantization": "none",
+            }
+        ],
+    }
+
+
+def spec_differences(registered: dict, wanted: dict) -> list[str]:
+    """Human-readable differences between the server's copy of a spec and ours, on the keys we set."""
+    differences = []
+    for key in _COMPARED_TOP_KEYS:
+        if registered.get(key) != wanted.get(key):
+            differences.append(f"{key}: registered {registered.get(key)!r}, wanted {wanted.get(key)!r}")
+    registered_spec = (registered.get("model_specs") or [{}])[0]
+    wanted_spec = wanted["model_specs"][0]
+    for key in _COMPARED_SPEC_KEYS:
+        have = _normalise_uri(registered_spec.get(key)) if key == "model_uri" else registered_spec.get(key)
+        if have != wanted_spec.get(key):
+            differences.append(f"model_specs[0].{key}: registered {have!r}, wanted {wanted_spec.get(key)!r}")
+    return differences
+
+
+def _normalise_uri(uri: object) -> object:
+    if isinstance(uri, str) and uri.startswith("file://"):
+        return uri[len("file://") :]
+    return uri
+
+
+def check_spec_document(document: object, where: str) -> str:
+    """A spec file's content in the shape Xinference 4.1 takes; returns its model_uri (a path)."""
+    specs = document.get("model_specs") if isinstance(document, dict) else None
+    if not isinstance(specs, list) or not specs or not isinstance(specs[0], dict):
+        raise BadInput(
+            f"{where} has no model_specs: Xinference 4.1 rejects the flat model_id/model_uri form; "
+            "generate the file with `xrerank spec`"
+        )
+    validate_model_name(document.get("model_name"))
+    uri = str(specs[0].get("model_uri") or "").removeprefix("file://")
+    if not uri.startswith("/"):
+        raise BadInput(f"{where}: model_uri {uri!r} must be an absolute path on the server's machine")
+    return uri

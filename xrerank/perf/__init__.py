@@ -1,0 +1,1 @@
+"""Performance: bench (load against a deployment) and tune (try layouts, keep the best)."""
