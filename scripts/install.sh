@@ -36,12 +36,18 @@ run() {  # a command, or its line in the plan
 
 choice="$(torch_choice)"
 pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
+if [ "$choice" = cpu ] && [ "$(uname -s)" != "Linux" ]; then
+  choice=cpu-pypi  # macOS and Windows: PyPI's own wheel is the CPU build (the CPU index has no +cpu one there)
+fi
 if [ -n "${XRERANK_INSTALL_PLAN:-}" ]; then
   echo "torch: $choice"
 else
   [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 fi
 case "$choice" in
+  cpu-pypi)
+    run "${pip[@]}" "torch==$TORCH_VERSION"
+    torch_pin="torch==$TORCH_VERSION" ;;
   cpu)
     # The CPU build: the wheel alone from a local wheelhouse or pip's cache if one is there (no
     # network; its dependencies come with the next step), else from PyTorch's CPU index. Plain

@@ -166,7 +166,20 @@ def no_secret_in_any_output():
 
 
 @pytest.fixture(scope="session")
-def installed_wheel(tmp_path_factory) -> Path:
+def built_wheel(tmp_path_factory) -> Path:
+    """xrerank built as a wheel from this checkout, as `pip wheel .` builds it."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    build = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w",
+                    str(build), str(repo)], check=True)  # fmt: skip
+    return next(build.glob("xrerank-*.whl"))
+
+
+@pytest.fixture(scope="session")
+def installed_wheel(built_wheel, tmp_path_factory) -> Path:
     """xrerank built as a wheel and installed, without -e, into a fresh virtualenv outside the checkout.
 
     Its third-party packages come from this environment (a .pth line: no download), so only
@@ -175,11 +188,7 @@ def installed_wheel(tmp_path_factory) -> Path:
     import sys
     import sysconfig
 
-    repo = Path(__file__).resolve().parent.parent
-    build = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w",
-                    str(build), str(repo)], check=True)  # fmt: skip
-    wheel = next(build.glob("xrerank-*.whl"))
+    wheel, build = built_wheel, tmp_path_factory.mktemp("installed")
     venv = build / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     site = Path(

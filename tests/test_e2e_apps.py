@@ -168,3 +168,73 @@ def test_a_key_per_app_is_limited_to_its_model_and_revoked_at_once_without_the_o
 def test_connect_without_a_key_for_the_app_says_how_to_get_one(run, admin):
     result = run(*admin, "connect", "--model-uid", UID)
     assert result.exit_code == 2 and "--new-key APP" in result.stderr
+
+
+# --- the client-only install: `pip install xrerank`, no extras, into a fresh virtualenv -----------
+
+
+@pytest.fixture(scope="module")
+def client_only(built_wheel, tmp_path_factory) -> dict:
+    """The wheel and its declared dependencies alone, resolved by pip from the package index: a
+    module imported but not declared fails here, and the server side (torch) must not come along."""
+    venv = tmp_path_factory.mktemp("client-only") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    installed = subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                                str(built_wheel)], capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    absent = subprocess.run([python, "-c", "import importlib.util as u; print([m for m in ('torch', 'transformers', "
+                             "'sentence_transformers', 'xinference') if u.find_spec(m)])"],
+                            capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    assert absent == "[]", f"a client-only install brought the server side: {absent}"
+    return {"xrerank": str(venv / "bin" / "xrerank"), "python": python}
+
+
+def _client_only_run(client_only: dict, env: dict, *args: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    return subprocess.run([client_only["xrerank"], *map(str, args)], env=clean, capture_output=True, text=True,
+                          timeout=120, cwd="/")  # fmt: skip
+
+
+def test_a_client_only_install_ranks_connects_and_reports(client_only, app_env, xinference, admin, home):
+    app_env = {**app_env, "XRERANK_HOME": str(home)}  # where connect keeps the app keys it made
+    ranked = _client_only_run(client_only, app_env, "--endpoint", xinference.endpoint, "rerank", "--model-uid", UID,
+                              "--json", "What is AI?", "AI is a field of computer science.", "Apples are red.",
+                              "Paris is in France.")  # fmt: skip
+    assert ranked.returncode == 0, ranked.stderr
+    assert sorted(r["index"] for r in json.loads(ranked.stdout)["results"]) == [0, 1, 2]
+    connected = _client_only_run(client_only, app_env, *admin, "connect", "--model-uid", UID, "--key", "recipes",
+                                 "--format", "env")  # fmt: skip
+    assert connected.returncode == 0, connected.stderr
+    assert f"XRERANK_MODEL_UID={UID}" in connected.stdout and app_env["XRERANK_API_KEY"] in connected.stdout
+    status = _client_only_run(client_only, app_env, *admin, "status", "--model-uid", UID, "--json")
+    assert status.returncode == 0, status.stderr
+    keys = _client_only_run(client_only, app_env, *admin, "keys", "list", "--json")
+    assert keys.returncode == 0 and "recipes" in keys.stdout, keys.stderr
+    code = ("import os; from xrerank.client import Reranker\n"
+            "with Reranker(os.environ['XRERANK_ENDPOINT'], os.environ['XRERANK_MODEL_UID']) as r:\n"
+            "    print(len(r.rerank('q', ['a', 'b'])))")  # fmt: skip
+    library = subprocess.run([client_only["python"], "-c", code], env=app_env, capture_output=True, text=True,
+                             timeout=120, cwd="/")  # fmt: skip
+    assert library.returncode == 0 and library.stdout.strip() == "2", library.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("make-demo-model", "{tmp}/demo"), ("server", "start", "--home", "{tmp}/server", "--port", "{port}"),
+     ("up", "--demo", "--port", "{port}"),
+     ("--endpoint", "{endpoint}", "bench", "--model-uid", UID, "--in-process", "--duration", "1")],
+    ids=["make-demo-model", "server-start", "up", "bench-in-process"],
+)  # fmt: skip
+def test_a_client_only_install_names_the_server_extra_for_each_heavy_command(client_only, app_env, xinference,
+                                                                             tmp_path, args):  # fmt: skip
+    from conftest import free_port
+
+    port = free_port()
+    env = {**{k: v for k, v in app_env.items() if k != "XRERANK_ENDPOINT"}, "XRERANK_HOME": str(tmp_path / "home")}
+    done = _client_only_run(client_only, env, *(a.format(tmp=tmp_path, port=port, endpoint=xinference.endpoint)
+                                                for a in args))  # fmt: skip
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "xrerank[server]" in errors[0] and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "demo").exists() and not (tmp_path / "server").exists()

@@ -11,9 +11,14 @@ import pytest
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "install.sh"
 
 
-def _plan(tmp_path, nvidia_smi: str | None = None, **env: str) -> subprocess.CompletedProcess:
+def _plan(
+    tmp_path, nvidia_smi: str | None = None, system: str | None = None, **env: str
+) -> subprocess.CompletedProcess:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
+    if system is not None:  # the kernel `uname -s` reports
+        (bin_dir / "uname").write_text(f"#!/bin/sh\necho {system}\n")
+        (bin_dir / "uname").chmod(0o755)
     if nvidia_smi is not None:
         (bin_dir / "nvidia-smi").write_text(f"#!/bin/sh\n{nvidia_smi}\n")
         (bin_dir / "nvidia-smi").chmod(0o755)
@@ -28,6 +33,14 @@ def test_no_gpu_means_the_cpu_build_local_first_then_pytorchs_cpu_index(tmp_path
     assert plan.stdout.splitlines()[0] == "torch: cpu"
     assert "--no-index --no-deps torch==2.13.0+cpu" in plan.stdout and "download.pytorch.org/whl/cpu" in plan.stdout
     assert "torch==2.13.0+cpu -e .[server,test]" in plan.stdout
+
+
+def test_macos_takes_pypis_own_wheel_which_is_the_cpu_build_there(tmp_path):
+    plan = _plan(tmp_path, system="Darwin")
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.splitlines()[0] == "torch: cpu-pypi"
+    assert "+cpu" not in plan.stdout and "download.pytorch.org" not in plan.stdout
+    assert "torch==2.13.0 -e .[server,test]" in plan.stdout
 
 
 def test_a_gpu_the_driver_lists_means_the_cuda_build(tmp_path):

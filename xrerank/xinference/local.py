@@ -167,6 +167,11 @@ def start(
 ) -> tuple[LocalServer, bool]:
     """Start xinference-local on `host`:`port` unless it already runs; return it and whether it was started."""
     host = check_host(host, auth)
+    executable = shutil.which("xinference-local") or str(Path(sys.executable).with_name("xinference-local"))
+    if not Path(executable).exists():
+        raise server_side_needed(
+            "starting a server", ["xinference-local"]
+        )  # checked first: a client-only install creates nothing
     directory = private_directory(directory.expanduser().resolve())
     current = inspect_server(directory)
     if current.state in ("running", "not answering") and current.server is not None:
@@ -178,9 +183,6 @@ def start(
         return current.server, False
     if _port_in_use(port):
         raise BadInput(f"port {port} is in use by another program; choose one with --port")
-    executable = shutil.which("xinference-local") or str(Path(sys.executable).with_name("xinference-local"))
-    if not Path(executable).exists():
-        raise server_side_needed("starting a server", ["xinference-local"])
     home = private_directory(directory / "home")
     env = {**os.environ, "XINFERENCE_HOME": str(home), "HF_HUB_OFFLINE": "1", **RATE_LIMITS}
     env["XINFERENCE_AUTH_ADVANCED"] = "1" if auth else "0"
