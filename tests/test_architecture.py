@@ -13,10 +13,11 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "xrerank"
 # The layers, lowest first. A module may import its own wing and any wing of a lower layer, never
 # one of its own layer or above: cli -> perf -> deploy -> checks / integrations -> xinference ->
-# weights -> client -> the foundation (errors, defaults, names, files).
+# weights -> families -> client -> the foundation (errors, defaults, names, files).
 LAYERS = [
     {"errors", "defaults", "names", "files"},
     {"client"},
+    {"families"},
     {"weights"},
     {"xinference"},
     {"checks", "integrations"},

@@ -106,11 +106,11 @@ def test_spec_refuses_bad_input_with_exit_2(run, demo_model, args, message):
     assert result.exit_code == 2 and message in result.stderr
 
 
-def test_a_directory_that_is_not_a_cross_encoder_never_reaches_the_server(run, tmp_path):
+def test_a_directory_of_no_known_reranker_family_never_reaches_the_server(run, tmp_path):
     (tmp_path / "config.json").write_text('{"architectures": ["XLMRobertaModel"]}')
     unreachable = f"http://127.0.0.1:{free_port()}"
     result = run("--endpoint", unreachable, "register", "--model-dir", tmp_path, "--model-name", "custom-x")
-    assert result.exit_code == 2 and "not a cross-encoder" in result.stderr
+    assert result.exit_code == 2 and "not a reranker family xrerank knows" in result.stderr
 
 
 def test_the_flat_json_of_old_guides_is_refused_with_the_reason(run, tmp_path, demo_model):

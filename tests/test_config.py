@@ -6,6 +6,7 @@ from xrerank.deploy.config import load_deployment, weights_dir
 from xrerank.errors import BadInput
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+DEMO_TEXT = (CONFIGS / "demo.yaml").read_text()
 VALID = """\
 version: 1
 weights:
@@ -142,3 +143,21 @@ def _load_text(text: str):
         path = Path(scratch) / "d.yaml"
         path.write_text(text)
         return load_deployment(path)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_its_name_meets_its_familys_routing_rule(path):
+    from xrerank.families import check_name, families
+
+    deployment, _ = load_deployment(path)
+    model_id = deployment.weights.model_id or "xrerank/demo-bge-reranker-v2-m3"
+    family = next(f for f in families() if model_id in f.examples or model_id.split("/")[-1] in
+                  {e.split("/")[-1] for e in f.examples} or model_id == f.demo_id)  # fmt: skip
+    check_name(family, deployment.registration.model_name)
+
+
+def test_a_demo_source_takes_only_a_demo_model_id(tmp_path):
+    path = tmp_path / "d.yaml"
+    path.write_text(DEMO_TEXT.replace("  source: demo ", "  source: demo\n  model_id: Qwen/Qwen3-Reranker-0.6B "))
+    with pytest.raises(BadInput, match="is no demo"):
+        load_deployment(path)

@@ -45,6 +45,7 @@ def _probe_with(tmp_path, monkeypatch) -> dict:
     return {f.check: f for f in machine_findings(probe_machine())}
 
 
+@pytest.mark.slow  # a Python that imports the whole server stack
 def test_this_machine_passes(monkeypatch, tmp_path):
     findings = _probe_with(tmp_path, monkeypatch)
     assert findings["torchvision"].level == OK and findings["keras"].level == OK
@@ -55,6 +56,7 @@ def test_this_machine_passes(monkeypatch, tmp_path):
     assert findings["torch"].level == OK and findings["gpu"].evidence.startswith(f"torch sees {gpus} GPU")
 
 
+@pytest.mark.slow  # a Python that imports the whole server stack
 def test_a_torchvision_that_does_not_match_torch_fails_with_the_fix(monkeypatch, tmp_path):
     (tmp_path / "torchvision").mkdir()
     (tmp_path / "torchvision" / "__init__.py").write_text(
@@ -69,6 +71,7 @@ def test_a_torchvision_that_does_not_match_torch_fails_with_the_fix(monkeypatch,
     assert broken.level == FAIL and "pip uninstall -y torchvision" in broken.fix
 
 
+@pytest.mark.slow  # a Python that imports the whole server stack
 def test_standalone_keras_3_with_transformers_4_fails_and_tf_keras_fixes_it(monkeypatch, tmp_path):
     (tmp_path / "keras").mkdir()
     (tmp_path / "keras" / "__init__.py").write_text("# Keras 3: no Keras 2 API\n")
@@ -80,6 +83,7 @@ def test_standalone_keras_3_with_transformers_4_fails_and_tf_keras_fixes_it(monk
     assert _probe_with(tmp_path, monkeypatch)["keras"].level == OK
 
 
+@pytest.mark.slow  # a Python that imports the whole server stack
 def test_another_version_of_the_stack_is_a_warning(monkeypatch, tmp_path):
     _dist_info(tmp_path, "sentence-transformers", "5.1.0")
     finding = _probe_with(tmp_path, monkeypatch)["sentence-transformers"]
@@ -171,6 +175,7 @@ def test_server_checks_with_auth_off(run, open_server):
     assert any(name.startswith("worker ") for name in server)
 
 
+@pytest.mark.slow  # a Python that imports the whole server stack
 def test_an_unreachable_server_fails(run):
     result, report = run.json("--endpoint", f"http://127.0.0.1:{free_port()}", "doctor")
     assert result.exit_code == 1

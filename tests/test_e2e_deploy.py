@@ -26,6 +26,14 @@ def _variant(tmp_path, **launch) -> Path:
     return path
 
 
+@pytest.fixture
+def demo(run, admin, xinference) -> None:
+    """The demo deployment, running: what the tests before leave it in, deployed here when a test runs alone."""
+    if xinference.admin().instance(UID) is None:
+        result = run(*admin, "deploy", DEMO)
+        assert result.exit_code == 0, result.stderr
+
+
 def test_dry_run_from_nothing_plans_every_step_and_changes_nothing(run, admin, xinference, home):
     result, answer = run.json(*admin, "deploy", DEMO, "--dry-run")
     assert result.exit_code == 0, result.stderr
@@ -70,7 +78,7 @@ def test_three_deploys_at_once_from_nothing_take_turns_and_launch_once(admin, xi
     assert [r.status for r in replicas] == ["READY", "READY"]
 
 
-def test_the_memory_estimate_matches_what_a_replica_uses(xinference):
+def test_the_memory_estimate_matches_what_a_replica_uses(xinference, demo):
     import psutil
 
     from xrerank.checks.doctor import GIB, estimate_memory, parameters_from_config
@@ -91,7 +99,7 @@ def test_the_memory_estimate_matches_what_a_replica_uses(xinference):
     assert 0.6 * measured <= estimate <= 1.6 * measured
 
 
-def test_a_second_deploy_changes_nothing(run, admin, xinference):
+def test_a_second_deploy_changes_nothing(run, admin, xinference, demo):
     created = xinference.admin().instance(UID).created_ts
     result, answer = run.json(*admin, "deploy", DEMO)
     assert result.exit_code == 0, result.stderr
@@ -100,7 +108,7 @@ def test_a_second_deploy_changes_nothing(run, admin, xinference):
     assert xinference.admin().instance(UID).created_ts == created
 
 
-def test_verify_mechanics_passes_and_quality_fails_on_random_weights(run, admin):
+def test_verify_mechanics_passes_and_quality_fails_on_random_weights(run, admin, demo):
     result, report = run.json(*admin, "verify", DEMO, "--suite", "mechanics")
     assert result.exit_code == 0 and report["passed"]
     result, report = run.json(*admin, "verify", "--model-uid", UID, "--suite", "quality")
@@ -110,7 +118,7 @@ def test_verify_mechanics_passes_and_quality_fails_on_random_weights(run, admin)
     assert len([c for c in report["checks"] if c["name"].startswith("case:")]) == 7
 
 
-def test_custom_cases_are_added_with_cases_file(run, admin, tmp_path):
+def test_custom_cases_are_added_with_cases_file(run, admin, tmp_path, demo):
     cases = tmp_path / "cases.yaml"
     cases.write_text("cases:\n  - {name: mine, query: q, relevant: [a], traps: [b], margin: -1.0}\n")
     result, report = run.json(*admin, "verify", "--model-uid", UID, "--suite", "quality", "--cases", cases)
@@ -137,7 +145,7 @@ def test_two_replicas_sharing_gpu_0_go_through_deploy_to_the_servers_own_refusal
     assert xinference.admin().instance("demo-gpu") is None or xinference.admin().instance("demo-gpu").failed
 
 
-def test_a_model_relaunched_outside_xrerank_is_not_taken_as_deployed(run, admin, xinference, home, tmp_path):
+def test_a_model_relaunched_outside_xrerank_is_not_taken_as_deployed(run, admin, xinference, home, tmp_path, demo):
     from xrerank.xinference.records import LaunchSettings
 
     outside = _variant(tmp_path, model_uid="demo-outside", replica=1)
@@ -153,7 +161,7 @@ def test_a_model_relaunched_outside_xrerank_is_not_taken_as_deployed(run, admin,
         server.terminate("demo-outside")
 
 
-def test_another_replica_count_is_scaled_in_place_without_replace(run, admin, xinference, tmp_path):
+def test_another_replica_count_is_scaled_in_place_without_replace(run, admin, xinference, tmp_path, demo):
     created = xinference.admin().instance(UID).created_ts
     one_replica = _variant(tmp_path, replica=1)
     result, planned = run.json(*admin, "deploy", one_replica, "--dry-run")
@@ -218,7 +226,7 @@ def test_ctrl_c_during_a_deploy_is_exit_130_and_the_next_run_resumes(run, admin,
     assert run(*admin, "terminate", "--model-uid", "demo-interrupted").exit_code == 0
 
 
-def test_destroy_leaves_no_registration_and_no_instance(run, admin, xinference, home):
+def test_destroy_leaves_no_registration_and_no_instance(run, admin, xinference, home, demo):
     result, answer = run.json(*admin, "destroy", DEMO)
     assert result.exit_code == 0, result.stderr
     assert (answer["terminate"], answer["unregister"], answer["weights"]) == ("terminated", "unregistered", "kept")

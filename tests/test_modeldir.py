@@ -19,7 +19,7 @@ def _model_dir(tmp_path, config=None, files=("tokenizer.json", "model.safetensor
 
 def test_a_one_label_sequence_classifier_is_a_cross_encoder(tmp_path):
     found = inspect_model_dir(_model_dir(tmp_path))
-    assert found.architecture == "XLMRobertaForSequenceClassification"
+    assert found.family.name == "xlm-roberta"
     assert found.max_tokens_limit == 512  # RoBERTa positions start after the padding index
 
 
@@ -31,9 +31,9 @@ def test_the_demo_model_is_a_cross_encoder(demo_model):
 @pytest.mark.parametrize(
     "config, message",
     [
-        ({"architectures": ["XLMRobertaModel"]}, "not a cross-encoder"),
-        ({"architectures": ["BertForSequenceClassification"], "num_labels": 3}, "3 labels"),
-        ({"architectures": ["BertForSequenceClassification"]}, "2 labels"),  # the transformers default
+        ({"architectures": ["XLMRobertaModel"], "model_type": "xlm-roberta"}, "not a reranker family"),
+        ({"architectures": ["BertForSequenceClassification"], "model_type": "bert", "num_labels": 3}, "3 labels"),
+        ({"architectures": ["BertForSequenceClassification"], "model_type": "bert"}, "2 labels"),  # the default
     ],
 )
 def test_other_models_are_refused(tmp_path, config, message):

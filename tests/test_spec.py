@@ -5,16 +5,13 @@ import pytest
 
 from xrerank.deploy.spec import build_spec, spec_differences
 from xrerank.errors import BadInput
+from xrerank.families import by_name
 from xrerank.names import validate_model_name, validate_model_uid
-from xrerank.weights.modeldir import CrossEncoderDir
+from xrerank.weights.modeldir import ModelDir
 
 GOLDEN = Path(__file__).parent / "golden"
-MODEL = CrossEncoderDir(
-    path=Path("/models/bge-reranker-v2-m3"),
-    architecture="XLMRobertaForSequenceClassification",
-    model_type="xlm-roberta",
-    max_tokens_limit=8192,
-)
+MODEL = ModelDir(path=Path("/models/bge-reranker-v2-m3"), family=by_name("xlm-roberta"), model_type="xlm-roberta",
+                 max_tokens_limit=8192)  # fmt: skip
 
 
 def test_spec_matches_the_format_xinference_4_1_accepts():

@@ -10,7 +10,8 @@ Memory per replica (documented in the README, checked against measured replicas)
     runtime      = 0.6 GB of RAM per replica process (torch + transformers + sentence-transformers,
                    measured on Xinference 4.1.0), or 0.5 GB of VRAM for the CUDA context on a GPU
 
-`batch` is the CrossEncoder's batch of 32 pairs; a forward pass holds one layer's activations.
+`batch` is the pairs one forward pass takes on the server, per family (the CrossEncoder's 32, the
+Qwen3 path's micro-batch of 4); a forward pass holds one layer's activations.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from xrerank.errors import XrerankError
+from xrerank.families import Family, recognise
 from xrerank.weights import read_config_file
-from xrerank.weights.modeldir import POSITION_OFFSET_MODEL_TYPES
 from xrerank.xinference.records import LaunchSettings, Worker
 from xrerank.xinference.server import Xinference, threads_per_replica
 
@@ -40,7 +41,6 @@ KNOWN_GOOD = {
 GIB = 2**30
 CPU_RUNTIME_BYTES = int(0.6 * GIB)
 CUDA_CONTEXT_BYTES = int(0.5 * GIB)
-BATCH_PAIRS = 32
 HEADROOM = 0.8  # plan to use at most 80% of what a worker reports free
 
 
@@ -305,15 +305,13 @@ def count_parameters(model_dir: Path) -> int | None:
 
 
 def parameters_from_config(config: dict) -> int:
-    """An encoder's parameters from its config: embeddings, layers, pooler and one-label head."""
-    hidden = config["hidden_size"]
-    intermediate = config.get("intermediate_size", 4 * hidden)
-    embeddings = (
-        config["vocab_size"] + config.get("max_position_embeddings", 512) + config.get("type_vocab_size", 1)
-    ) * hidden + 2 * hidden
-    layer = 4 * hidden * hidden + 4 * hidden + 2 * hidden * intermediate + intermediate + hidden + 4 * hidden
-    head = hidden * hidden + hidden + hidden + 1
-    return embeddings + config["num_hidden_layers"] * layer + head
+    """The parameters from config.json, counted as the model's family is built (an encoder's layers
+    are not a decoder's); a family xrerank does not know is counted as an encoder."""
+    return family_of(config).parameters(config)
+
+
+def family_of(config: dict) -> Family:
+    return recognise(config) or Family()
 
 
 def estimate_memory(config: dict, parameters: int, max_tokens: int, fp16: bool, on_gpu: bool) -> MemoryEstimate:
@@ -321,8 +319,9 @@ def estimate_memory(config: dict, parameters: int, max_tokens: int, fp16: bool, 
     hidden = config["hidden_size"]
     intermediate = config.get("intermediate_size", 4 * hidden)
     heads = config.get("num_attention_heads", 1)
-    activations = BATCH_PAIRS * max_tokens * (intermediate + 6 * hidden) * width
-    activations += BATCH_PAIRS * heads * max_tokens * max_tokens * width
+    batch = family_of(config).batch_pairs  # the pairs one forward pass takes on the server
+    activations = batch * max_tokens * (intermediate + 6 * hidden) * width
+    activations += batch * heads * max_tokens * max_tokens * width
     runtime = CUDA_CONTEXT_BYTES if on_gpu else CPU_RUNTIME_BYTES
     return MemoryEstimate(parameters, parameters * width, activations, runtime)
 
@@ -380,7 +379,7 @@ def deployment_findings(
             Finding("deployment", "memory", WARN, "the model's config.json is not readable here", "download first")
         )
         return findings
-    limit = config.get("max_position_embeddings", 0) - POSITION_OFFSET_MODEL_TYPES.get(config.get("model_type", ""), 0)
+    limit = family_of(config).token_limit(config) or 0
     max_tokens = max_tokens or limit
     if max_tokens > limit:
         findings.append(
@@ -455,6 +454,34 @@ def _capacity_finding(
         evidence,
         "lower max_tokens (512-1024 is usual), use fp16 on GPU, fewer replicas, or a larger worker",
     )
+
+
+def family_findings(config: dict, server_here: bool) -> list[Finding]:
+    """The model's family and the path Xinference 4.1 scores it by; the packages that path needs in the
+    server's Python (checked when the server runs on this machine); the code a repository runs."""
+    import importlib.util
+
+    family = recognise(config)
+    if family is None:
+        found = f"architectures {config.get('architectures')}, model_type {config.get('model_type')!r}"
+        return [Finding("deployment", "family", FAIL, f"{found} is no reranker family xrerank knows",
+                        "see docs/families.md for the supported families")]  # fmt: skip
+    findings = [Finding("deployment", "family", OK, f"{family.title}, scored by {family.route}")]
+    for package in family.server_packages:
+        if not server_here:
+            findings.append(Finding("deployment", f"package {package}", WARN,
+                                    "the server's Python needs it; not checkable from this machine",
+                                    f"pip install {package} beside xinference on the server"))  # fmt: skip
+        elif importlib.util.find_spec(package) is None:
+            findings.append(Finding("deployment", f"package {package}", FAIL,
+                                    f"{family.title} needs {package}, which the server's Python lacks",
+                                    "pip install 'xrerank[llm-based]'" if package == "FlagEmbedding"
+                                    else f"pip install {package}"))  # fmt: skip
+    if family.runs_repository_code:
+        findings.append(Finding("deployment", "repository code", WARN,
+                                "the model's repository ships code that the server will run (auto_map)",
+                                "read it first; deploy with registration.trust_remote_code: true"))  # fmt: skip
+    return findings
 
 
 def worst(findings: list[Finding]) -> str:

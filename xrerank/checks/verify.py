@@ -17,6 +17,8 @@ from pathlib import Path
 
 from xrerank.client import Reranker
 from xrerank.errors import BadInput, require_server_side
+from xrerank.families import Pair
+from xrerank.weights.modeldir import inspect_model_dir
 
 SCORE_TOLERANCE = 1e-5  # same dtype, same device class: batch padding and rounding, measured at ~1e-7
 # Served in this dtype, compared with fp32: four units of the dtype's rounding (2^-11 for fp16,
@@ -172,20 +174,21 @@ def _every_replica_answers(reranker: Reranker, report: Report, replicas: int) ->
 
 
 def reference_scores(reference: Reference, pairs: list[tuple[str, str]]) -> tuple[list[float], str, float]:
-    """Scores of `pairs` in process, how they were computed, and the tolerance that applies."""
+    """Scores of `pairs` in process, as the model's family scores them on the server (a CrossEncoder,
+    the Qwen3 yes/no prompt, FlagEmbedding), how they were computed, and the tolerance that applies."""
     require_server_side("comparing the served scores with the model's own (the weights are on this machine)")
     import torch
-    from sentence_transformers import CrossEncoder
 
+    model = inspect_model_dir(reference.model_dir)
     same = reference.on_gpu and torch.cuda.is_available()
     device = "cuda" if same else "cpu"
-    model = CrossEncoder(str(reference.model_dir), device=device, max_length=reference.max_tokens)
-    if same and reference.dtype != "float32":
-        model.model.to(getattr(torch, reference.dtype))  # as Xinference does: load, then .half()
-    scores = [float(score) for score in model.predict(pairs)]
+    dtype = reference.dtype if same else None
+    scores = model.family.scores(model.path, [Pair(q, d) for q, d in pairs], reference.max_tokens, device, dtype)
+    how = f"the {model.family.name} family's own scoring"
     if same or reference.dtype == "float32":
-        return scores, f"{reference.dtype} on {device}", SCORE_TOLERANCE
-    return scores, f"float32 on cpu for {reference.dtype} replicas", DTYPE_TOLERANCE.get(reference.dtype, 1e-2)
+        return scores, f"{how}, {reference.dtype} on {device}", SCORE_TOLERANCE
+    tolerance = DTYPE_TOLERANCE.get(reference.dtype, 1e-2)
+    return scores, f"{how}, float32 on cpu for {reference.dtype} replicas", tolerance
 
 
 def score_gap(answers: list[list[tuple]], expected: list[float]) -> tuple[float, int]:
@@ -206,7 +209,7 @@ def _matches_in_process(answers: list[list], report: Report, reference: Referenc
     report.add(
         "matches-in-process",
         worst <= tolerance,
-        f"max |served - CrossEncoder.predict| = {worst:.2e} over {len(answers)} answers "
+        f"max |served - in-process| = {worst:.2e} over {len(answers)} answers "
         f"(worst: answer {where + 1}); reference {how}, tolerance {tolerance:.1e}",
     )
 

@@ -140,6 +140,12 @@ def workload_options(function):
     )(function)
 
 
+def demo_family_names() -> list[str]:
+    from xrerank.families import demo_families
+
+    return [family.name for family in demo_families()]
+
+
 @click.group(cls=ErrorBoundary, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="xrerank")
 @click.option(

@@ -67,6 +67,10 @@ def deploy(context, file, dry_run, replace, skip_preflight, wait_for, legacy_wai
     else:
         click.echo(f"plan for {result.uid} on {result.endpoint}:")
         click.echo(plan_text(result.steps))
+        if result.family:
+            click.echo(f"family: {result.family['title']}, scored by {result.family['route']}")
+            if result.family["runs_code"]:
+                click.echo(f"runs the repository's own code on the server: {', '.join(result.family['runs_code'])}")
         if result.verification:
             click.echo(report_text(result.verification.as_dict()))
         if not dry_run:

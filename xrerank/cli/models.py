@@ -12,6 +12,7 @@ from xrerank.cli.base import (
     checked,
     cli,
     deadline_of,
+    demo_family_names,
     done,
     json_option,
     progress,
@@ -58,24 +59,33 @@ def download(model_id, local_dir, hub, revision, hub_endpoint, as_json):
 
 @cli.command("make-demo-model")
 @click.argument("directory", type=click.Path(path_type=Path))
+@click.option(
+    "--family", type=click.Choice(demo_family_names()), default="xlm-roberta", show_default=True,
+    help="The architecture (xlm-roberta: bge-reranker-v2-m3's; qwen3: Qwen3-Reranker's).",
+)  # fmt: skip
 @json_option
-def make_demo_model(directory, as_json):
-    """Write a tiny random-weight model with bge-reranker-v2-m3's architecture.
+def make_demo_model(directory, family, as_json):
+    """Write a tiny random-weight model of a reranker family (default: bge-reranker-v2-m3's).
 
-    For smoke-testing a deployment offline: its scores are meaningless.
+    For smoke-testing a deployment offline, down the path the real model takes: its scores are
+    meaningless.
 
     \b
         xrerank make-demo-model ./demo-reranker
+        xrerank make-demo-model ./demo-qwen3 --family qwen3
     """
     from xrerank.weights.generated import DEMO_WARNING
     from xrerank.weights.generated import make_demo_model as make
 
-    path = make(directory)
+    path = make(directory, family=family)
     progress(f"note: {DEMO_WARNING}")
     done({"directory": str(path), "demo": True}, as_json, str(path))
 
 
 def _spec_options(function):
+    function = click.option(
+        "--trust-remote-code", is_flag=True, help="Accept a model whose repository's own code runs on the server."
+    )(function)
     function = click.option("--max-tokens", type=click.IntRange(min=1), help="Default: the model's limit.")(function)
     function = click.option(
         "--language", "languages", multiple=True, default=("en", "zh", "multilingual"), show_default=True
@@ -89,7 +99,7 @@ def _spec_options(function):
 @cli.command()
 @_spec_options
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")
-def spec(model_dir, model_name, languages, max_tokens, output):
+def spec(model_dir, model_name, languages, max_tokens, trust_remote_code, output):
     """Write the custom rerank JSON that Xinference 4.1 accepts (version 2, model_specs).
 
     \b
@@ -102,7 +112,7 @@ def spec(model_dir, model_name, languages, max_tokens, output):
 
     if model_dir is None:
         raise BadInput("--model-dir is required")
-    document = spec_for_directory(model_dir, model_name, languages, max_tokens)
+    document = spec_for_directory(model_dir, model_name, languages, max_tokens, trust_remote_code)
     if output:
         write_json_atomically(output, document)
         progress(f"wrote {output}")
@@ -120,7 +130,8 @@ def spec(model_dir, model_name, languages, max_tokens, output):
 @click.option("--replace", is_flag=True, help="Replace a different spec registered under the same name.")
 @json_option
 @click.pass_obj
-def register(context, spec_file, model_dir, model_name, languages, max_tokens, persist, replace, as_json):
+def register(context, spec_file, model_dir, model_name, languages, max_tokens, trust_remote_code, persist, replace,
+             as_json):  # fmt: skip
     """Register a custom rerank model (idempotent: the same spec again is "unchanged").
 
     \b
@@ -133,7 +144,7 @@ def register(context, spec_file, model_dir, model_name, languages, max_tokens, p
     if spec_file:
         document = load_spec_file(spec_file, progress)
     else:
-        document = spec_for_directory(model_dir, model_name, languages, max_tokens)
+        document = spec_for_directory(model_dir, model_name, languages, max_tokens, trust_remote_code)
     outcome = register_model(context.session().server, document, persist=persist, replace=replace)
     done({"model_name": document["model_name"], "outcome": outcome}, as_json, f"{document['model_name']}: {outcome}")
 

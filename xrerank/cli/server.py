@@ -11,6 +11,7 @@ import click
 from xrerank.cli.base import (
     cli,
     deadline_of,
+    demo_family_names,
     done,
     json_option,
     progress,
@@ -64,9 +65,13 @@ def server_group():
 @host_option
 @home_option
 @click.option("--no-auth", is_flag=True, help="Turn Xinference's auth off (only on a loopback --host).")
+@click.option(
+    "--trust-remote-code", is_flag=True,
+    help="Let models run the code their repositories ship (XINFERENCE_TRUST_REMOTE_CODE=1).",
+)  # fmt: skip
 @wait_option(180, "for the server to answer")
 @json_option
-def server_start(port, host, home, no_auth, wait_for, legacy_wait, as_json):
+def server_start(port, host, home, no_auth, trust_remote_code, wait_for, legacy_wait, as_json):
     """Start the server unless it runs; with auth on, create its admin and API key.
 
     \b
@@ -75,7 +80,7 @@ def server_start(port, host, home, no_auth, wait_for, legacy_wait, as_json):
     from xrerank.xinference.local import start
 
     deadline = deadline_of(wait_for, legacy_wait)
-    running, started = start(home, port, not no_auth, deadline - time.monotonic(), host)
+    running, started = start(home, port, not no_auth, deadline - time.monotonic(), host, trust_remote_code)
     _server_done(running, "started" if started else "already running", as_json)
 
 
@@ -139,23 +144,26 @@ def _server_done(running, outcome: str, as_json: bool) -> None:
         "host": running.host,
         "pid": running.pid,
         "auth": running.auth,
+        "trust_remote_code": running.trust_remote_code,
         "log": str(running.directory / LOG_FILE),
     }
     where = running.endpoint
     if running.advertised_endpoint != running.endpoint:
         where += f", apps elsewhere: {running.advertised_endpoint}"
-    done(document, as_json, f"{outcome}: {where} (pid {running.pid}, auth {'on' if running.auth else 'off'})")
+    trusting = ", repositories' code runs" if running.trust_remote_code else ""
+    done(document, as_json, f"{outcome}: {where} (pid {running.pid}, auth {'on' if running.auth else 'off'}{trusting})")
 
 
 @cli.command()
 @click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--demo", is_flag=True, help="Deploy the offline demo model (configs/demo.yaml).")
+@click.option("--family", type=click.Choice(demo_family_names()), help="With --demo: this family's tiny model instead.")
 @port_option
 @host_option
 @wait_option(900, "for the server, the download and the deploy")
 @json_option
 @click.pass_obj
-def up(context, file, demo, port, host, wait_for, legacy_wait, as_json):
+def up(context, file, demo, family, port, host, wait_for, legacy_wait, as_json):
     """Start the embedded server if none answers, deploy, verify, and show a sample ranking.
 
     Default: configs/bge-reranker-v2-m3-cpu.yaml (downloads ~2.3 GB from ModelScope);
@@ -167,7 +175,7 @@ def up(context, file, demo, port, host, wait_for, legacy_wait, as_json):
     from xrerank.deploy.up import SAMPLE_QUERY
     from xrerank.deploy.up import up as run
 
-    result = run(context.options, file, demo, deadline_of(wait_for, legacy_wait), port, host, progress)
+    result = run(context.options, file, demo, deadline_of(wait_for, legacy_wait), port, host, progress, family)
     if as_json:
         emit_json(result.as_dict())
         return

@@ -67,6 +67,9 @@ class Registration(_Strict):
     language: list[str] = ["en", "zh", "multilingual"]
     max_tokens: int | None = Field(default=None, ge=1)
     persist: bool = True
+    # The model's repository ships code (config.json's auto_map) that the server must run; the
+    # embedded server is then started with XINFERENCE_TRUST_REMOTE_CODE=1.
+    trust_remote_code: bool = False
 
 
 class Launch(_Strict):

@@ -22,16 +22,18 @@ from xrerank.checks.verify import Reference, Report, run_suites
 from xrerank.defaults import MAX_REPLICAS
 from xrerank.deploy import replicas
 from xrerank.deploy.plan import DONE, REFUSED, Desired, Observed, Step, launch_step, plan, refused
-from xrerank.deploy.preflight import preflight
+from xrerank.deploy.preflight import on_this_machine, preflight
 from xrerank.deploy.spec import build_spec, check_spec_document, spec_differences
 from xrerank.deploy.target import Target
 from xrerank.errors import BadInput, Conflict, ExitCode, ServerError, TimedOut, XrerankError, worker_lost
+from xrerank.families import check_name
+from xrerank.families.remote_code import code_files
 from xrerank.files import file_name, held_lock, held_shared_lock, read_json, write_json_atomically
 from xrerank.weights.generated import is_random_model
 from xrerank.weights.modeldir import NotOurs, inspect_model_dir, purge, read_complete_manifest
 from xrerank.xinference import ledger
 from xrerank.xinference.records import CREATING, Instance, LaunchSettings, check_launch_settings
-from xrerank.xinference.server import Xinference, threads_per_replica
+from xrerank.xinference.server import REMOTE_CODE_HINT, Xinference, threads_per_replica
 from xrerank.xinference.serving import open_client
 from xrerank.xinference.session import Session
 
@@ -242,11 +244,22 @@ def _wait(server: Xinference, settings: LaunchSettings, deadline: float, progres
 
     try:
         server.wait_until_ready(settings.uid, settings.replica, deadline, report)
-    except ServerError:
+    except ServerError as exc:
         # A half-started model would answer some requests and fail others: take it down whole.
         with contextlib.suppress(XrerankError):
             server.terminate(settings.uid)
+        if REMOTE_CODE_HINT not in str(exc) and _ships_code(server, settings.model_name):
+            # The server gives no reason for this one through its API; the weights here tell it.
+            raise ServerError(f"{exc}; likely cause: {REMOTE_CODE_HINT}", exc.status) from None
         raise
+
+
+def _ships_code(server: Xinference, model_name: str) -> bool:
+    with contextlib.suppress(XrerankError, OSError):
+        registration = server.registration(model_name)
+        if registration and registration.model_uri and Path(registration.model_uri).is_dir():
+            return inspect_model_dir(registration.model_uri).family.runs_repository_code
+    return False
 
 
 def cpu_threads(server: Xinference, settings: LaunchSettings) -> int | None:
@@ -303,13 +316,15 @@ def checked_scale(
 
 
 def spec_for_directory(
-    model_dir: Path, model_name: str | None, languages: tuple[str, ...], max_tokens: int | None
-) -> dict:
+    model_dir: Path, model_name: str | None, languages: tuple[str, ...], max_tokens: int | None,
+    trust_remote_code: bool = False,
+) -> dict:  # fmt: skip
     """The spec for a model directory (`xrerank spec`, `register --model-dir`)."""
     if not model_name:
         raise BadInput("--model-name is required with --model-dir")
     manifest = read_complete_manifest(model_dir.resolve()) or {}
-    return build_spec(inspect_model_dir(model_dir), model_name, languages, max_tokens, manifest.get("model_id"))
+    model = inspect_model_dir(model_dir)
+    return build_spec(model, model_name, languages, max_tokens, manifest.get("model_id"), trust_remote_code)
 
 
 def load_spec_file(path: Path, progress: Progress = _quiet) -> dict:
@@ -320,7 +335,13 @@ def load_spec_file(path: Path, progress: Progress = _quiet) -> dict:
         raise BadInput(f"{path} is not valid JSON: {exc}") from None
     uri = check_spec_document(document, str(path))
     if Path(uri).exists():
-        inspect_model_dir(uri)
+        model = inspect_model_dir(uri)
+        check_name(model.family, document["model_name"])
+        if document.get("type", "unknown") not in (model.family.xinference_type, "unknown"):
+            raise BadInput(
+                f"{path}: type {document.get('type')!r}, but {uri} is a {model.family.title}: "
+                f"Xinference 4.1 scores it right only as type {model.family.xinference_type!r}"
+            )
     else:
         progress(f"note: {uri} is not on this machine; the server will check it")
     return document
@@ -375,6 +396,15 @@ def served_dtype(session: Session, instance: Instance) -> str:
 # --- the declarative deploy ---------------------------------------------------------------------
 
 
+def family_view(target: Target) -> dict | None:
+    """The family of the deployment's model (None until its weights are here), and the code that runs."""
+    if not target.source.is_complete(target.weights):
+        return None
+    model = inspect_model_dir(target.weights)
+    runs = code_files(model.config, model.path) if model.family.runs_repository_code else []
+    return {"name": model.family.name, "title": model.family.title, "route": model.family.route, "runs_code": runs}
+
+
 def desired_spec(target: Target) -> dict | None:
     """The spec the deployment wants, once the weights are complete on disk; else None."""
     if not target.source.is_complete(target.weights):
@@ -387,6 +417,7 @@ def desired_spec(target: Target) -> dict | None:
         registration.language,
         registration.max_tokens,
         model_id=manifest.get("model_id") or target.deployment.weights.model_id,
+        trust_remote_code=registration.trust_remote_code,
     )
 
 
@@ -433,6 +464,7 @@ class DeployResult:
     endpoint: str
     dry_run: bool = False
     preflight_failed: list[Finding] = field(default_factory=list)  # a dry run's: what the real run would refuse
+    family: dict | None = None  # the model's family and the path Xinference scores it by, once the weights are here
 
     @property
     def changed(self) -> bool:
@@ -452,6 +484,7 @@ class DeployResult:
             "plan": [{"step": s.name, "state": s.state, "detail": s.detail} for s in self.steps],
             "carried_out": self.carried_out,
             "verification": self.verification.as_dict() if self.verification else None,
+            "family": self.family,
             **({"preflight": [f.as_dict() for f in self.preflight_failed]} if self.dry_run else {}),
         }
 
@@ -471,6 +504,7 @@ def deploy(
         desired, observed = observe(session, target)
         steps = plan(desired, observed, replace=replace)
         result = DeployResult(steps, [], None, target.settings.uid, server.endpoint, dry_run=True)
+        result.family = family_view(target)
         if preflight_checks and _changes_replicas(steps):
             checks = preflight(server, target, machine=False, adding=_replicas_added(desired, observed, steps))
             result.preflight_failed = [f for f in checks if f.level == FAIL]
@@ -504,15 +538,17 @@ def _deploy(
     desired, observed = _observe_settled(session, target, deadline, progress)
     steps = plan(desired, observed, replace=replace)
     result = DeployResult(steps, [], None, target.settings.uid, server.endpoint)
+    result.family = family_view(target)
     _raise_if_refused(steps)
     if preflight_checks and _changes_replicas(steps):
-        here = _is_loopback(server)
+        here = on_this_machine(server)
         progress("preflight: checking the server, the deployment" + (" and this machine" if here else ""))
         _raise_on_failures(preflight(server, target, machine=here, adding=_replicas_added(desired, observed, steps)))
     if steps[0].state != DONE:
         progress("download: " + steps[0].detail)
         ensure_weights(target, deadline, progress)
         result.carried_out.append("download")
+        result.family = family_view(target)
         steps = plan(*observe(session, target), replace=replace)
         _raise_if_refused(steps)
     spec = desired_spec(target)
@@ -651,12 +687,6 @@ def _raise_on_failures(findings: list[Finding]) -> None:
     failed = [f for f in findings if f.level == FAIL]
     if failed:
         raise PreflightFailed(failed)
-
-
-def _is_loopback(server: Xinference) -> bool:
-    from urllib.parse import urlparse
-
-    return urlparse(server.endpoint).hostname in ("127.0.0.1", "localhost", "::1")
 
 
 class VerificationFailed(XrerankError):

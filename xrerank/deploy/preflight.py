@@ -7,6 +7,7 @@ from xrerank.checks.doctor import (
     Finding,
     count_parameters,
     deployment_findings,
+    family_findings,
     machine_findings,
     probe_machine,
     server_findings,
@@ -32,11 +33,21 @@ def preflight(server: Xinference, target: Target, machine: bool, adding: int | N
     findings += server_part
     if workers and adding != 0:
         config, parameters = model_config(target)
+        if config is not None and adding is None:
+            findings += family_findings(config, server_here=on_this_machine(server))
         settings = target.settings if adding is None else _added(target.settings, adding)
         findings += deployment_findings(
             settings, target.deployment.registration.max_tokens, workers, config, parameters
         )
     return findings
+
+
+def on_this_machine(server: Xinference) -> bool:
+    """The server answers on a loopback address: it runs here, in all likelihood from this Python."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(server.endpoint).hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _added(settings: LaunchSettings, adding: int) -> LaunchSettings:

@@ -8,8 +8,11 @@ The flat `model_id`/`model_uri` form found in older guides is rejected with
 from __future__ import annotations
 
 from xrerank.errors import BadInput
+from xrerank.families import check_name
+from xrerank.families.qwen3 import MIN_TOKENS
+from xrerank.families.remote_code import code_files
 from xrerank.names import validate_model_name
-from xrerank.weights.modeldir import CrossEncoderDir
+from xrerank.weights.modeldir import ModelDir
 
 DEFAULT_LANGUAGES = ("en", "zh", "multilingual")
 # The keys we set, and so the keys on which two specs of one name can differ.
@@ -18,14 +21,23 @@ _COMPARED_SPEC_KEYS = ("model_format", "model_uri", "model_id", "quantization")
 
 
 def build_spec(
-    model: CrossEncoderDir,
+    model: ModelDir,
     model_name: str,
     languages: tuple[str, ...] | list[str] = DEFAULT_LANGUAGES,
     max_tokens: int | None = None,
     model_id: str | None = None,
+    trust_remote_code: bool = False,
 ) -> dict:
-    """The registration for `model`, after checking the name and the token limit."""
+    """The registration for `model`: its family's `type`, after checking the name against the
+    family's routing rule, the token limit, and the opt-in for a repository's own code."""
     validate_model_name(model_name)
+    check_name(model.family, model_name)
+    if model.family.runs_repository_code and not trust_remote_code:
+        raise BadInput(
+            f"{model.path} runs its own code on the server ({', '.join(code_files(model.config, model.path))}); "
+            "Xinference 4.1 loads it only from a server started with XINFERENCE_TRUST_REMOTE_CODE=1: to accept "
+            "that, set registration.trust_remote_code: true in the deployment file (or --trust-remote-code)"
+        )
     if not languages:
         raise BadInput("at least one language is needed, e.g. --language en")
     if max_tokens is not None:
@@ -36,12 +48,15 @@ def build_spec(
                 f"max_tokens {max_tokens} exceeds what {model.path} can take "
                 f"({model.max_tokens_limit}, from max_position_embeddings in config.json)"
             )
+    tokens = max_tokens if max_tokens is not None else model.max_tokens_limit
+    if model.family.qwen3_name and (tokens is None or tokens < MIN_TOKENS):
+        raise BadInput(f"a {model.family.title} needs max_tokens of at least {MIN_TOKENS} (its prompt takes ~50)")
     return {
         "version": 2,
         "model_name": model_name,
-        "type": "normal",
+        "type": model.family.xinference_type,
         "language": list(languages),
-        "max_tokens": max_tokens if max_tokens is not None else model.max_tokens_limit,
+        "max_tokens": tokens,
         "model_specs": [
             {
                 "model_format": "pytorch",

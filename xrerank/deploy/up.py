@@ -10,10 +10,19 @@ from pathlib import Path
 
 from xrerank.client import Result
 from xrerank.deploy.engine import DeployResult, deploy
-from xrerank.deploy.target import load_target
+from xrerank.deploy.target import Target, load_target, resolve
 from xrerank.errors import BadInput, Unreachable
+from xrerank.families import by_name
 from xrerank.files import xrerank_home
-from xrerank.xinference.local import DEFAULT_PORT, LocalServer, answers, default_server_dir, inspect_server, start
+from xrerank.xinference.local import (
+    DEFAULT_PORT,
+    LocalServer,
+    answers,
+    default_server_dir,
+    inspect_server,
+    start,
+    untrusting,
+)
 from xrerank.xinference.serving import open_client
 from xrerank.xinference.session import Options, open_session
 
@@ -33,6 +42,24 @@ def shipped_config(name: str) -> Path:
     if not path.is_file():
         raise BadInput(f"{name} is not a shipped deployment file; pass a FILE")
     return path
+
+
+def demo_of(target: Target, family: str) -> Target:
+    """The demo deployment with another family's tiny model: its name meets the family's routing rule."""
+    chosen = by_name(family)
+    if not chosen.demo_id:
+        raise BadInput(f"no offline demo exists for the {chosen.title} family")
+    if chosen.name == "xlm-roberta":
+        return target
+    deployment = target.deployment
+    update = {
+        "weights": deployment.weights.model_copy(update={"model_id": chosen.demo_id}),
+        "registration": deployment.registration.model_copy(
+            update={"model_name": f"demo-{chosen.name}-reranker", "trust_remote_code": chosen.runs_repository_code}
+        ),
+        "launch": deployment.launch.model_copy(update={"model_uid": f"demo-{chosen.name}", "replica": 1}),
+    }
+    return resolve(deployment.model_copy(update=update), target.base, target.home)
 
 
 @dataclass
@@ -62,22 +89,31 @@ def up(
     port: int = DEFAULT_PORT,
     host: str = "127.0.0.1",
     progress: Callable[[str], None] = lambda message: None,
+    family: str | None = None,
 ) -> UpResult:
     if file is not None and demo:
         raise BadInput("give a deployment FILE or --demo, not both")
+    if family is not None and not demo:
+        raise BadInput("--family chooses the demo model's architecture: use it with --demo")
     file = file or shipped_config(DEMO_CONFIG if demo else DEFAULT_CONFIG)
     target = load_target(file, xrerank_home())
+    if family is not None:
+        target = demo_of(target, family)
+    trust = target.deployment.registration.trust_remote_code
     embedded, foreign = None, False
     if options.endpoint is None:
         running = inspect_server(default_server_dir())
         if running.state == "running" and running.server is not None:
             embedded = running.server
+            if trust and not embedded.trust_remote_code:
+                raise untrusting(default_server_dir())
         elif answers(f"http://127.0.0.1:{port}"):
             progress(f"using the Xinference that answers on 127.0.0.1:{port} (not started by xrerank)")
             foreign = True
         else:
             progress(f"starting Xinference on {host}:{port} (about 30 s)")
-            embedded, _ = start(default_server_dir(), port, True, max(1.0, deadline - time.monotonic()), host)
+            embedded, _ = start(default_server_dir(), port, True, max(1.0, deadline - time.monotonic()), host,
+                                trust)  # fmt: skip
         endpoint = embedded.endpoint if embedded else f"http://127.0.0.1:{port}"
         options = Options(endpoint, options.api_key, options.username, options.password, options.timeout)
     session = open_session(options, target.deployment, progress)

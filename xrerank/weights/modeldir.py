@@ -1,4 +1,4 @@
-"""What a model directory holds: is it a loadable cross-encoder, is it complete, and is it ours.
+"""What a model directory holds: is it a reranker of a known family, is it complete, and is it ours.
 
 A directory is complete when its manifest (written last, atomically) lists every file with
 the size found on disk. A download in progress leaves a marker instead, so a directory that
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xrerank.errors import BadInput, XrerankError
+from xrerank.families import Family, detect
 from xrerank.files import read_json, write_json_atomically
 
 MANIFEST = "xrerank-manifest.json"
@@ -28,20 +29,19 @@ IN_PROGRESS = ".xrerank-download-in-progress"
 TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "tokenizer.model", "spiece.model", "vocab.txt")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-# RoBERTa-family models number positions from padding_idx + 1, so two positions are never usable.
-POSITION_OFFSET_MODEL_TYPES = {"xlm-roberta": 2, "roberta": 2, "camembert": 2, "xlm-roberta-xl": 2}
 
 
 @dataclass(frozen=True)
-class CrossEncoderDir:
+class ModelDir:
     path: Path
-    architecture: str
+    family: Family
     model_type: str
     max_tokens_limit: int | None
+    config: dict = field(default_factory=dict, compare=False, repr=False)
 
 
-def inspect_model_dir(path: str | os.PathLike[str], downloading: bool = False) -> CrossEncoderDir:
-    """Check that `path` holds a one-label sequence-classification model, or raise BadInput.
+def inspect_model_dir(path: str | os.PathLike[str], downloading: bool = False) -> ModelDir:
+    """Check that `path` holds a complete reranker of a family xrerank knows, or raise BadInput.
 
     `downloading` is for the downloader's own check, made before it removes its in-progress marker.
     """
@@ -54,28 +54,11 @@ def inspect_model_dir(path: str | os.PathLike[str], downloading: bool = False) -
     config = _read_config(directory)  # first: a directory without one is not searched any further
     if any(directory.rglob("*.incomplete")):
         raise BadInput(f"{directory} holds an unfinished download; run `xrerank download` again to resume it")
-    architectures = config.get("architectures") or []
-    architecture = next((a for a in architectures if a.endswith("ForSequenceClassification")), None)
-    if architecture is None:
-        raise BadInput(
-            f"{directory / 'config.json'}: architectures {architectures} has no "
-            "*ForSequenceClassification entry; this is not a cross-encoder"
-        )
-    labels = len(config["id2label"]) if config.get("id2label") else config.get("num_labels", 2)
-    if labels != 1:
-        raise BadInput(f"{directory / 'config.json'}: the model has {labels} labels; a reranker has exactly 1")
+    family = detect(config, directory)
     if not any((directory / name).is_file() for name in TOKENIZER_FILES):
         raise BadInput(f"{directory} has no tokenizer (looked for {', '.join(TOKENIZER_FILES)})")
     _check_weights(directory)
-    model_type = str(config.get("model_type", ""))
-    positions = config.get("max_position_embeddings")
-    limit = positions - POSITION_OFFSET_MODEL_TYPES.get(model_type, 0) if isinstance(positions, int) else None
-    return CrossEncoderDir(
-        path=directory,
-        architecture=architecture,
-        model_type=model_type,
-        max_tokens_limit=limit,
-    )
+    return ModelDir(directory, family, str(config.get("model_type", "")), family.token_limit(config), config)
 
 
 def _read_config(directory: Path) -> dict:

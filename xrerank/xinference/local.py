@@ -60,6 +60,7 @@ class LocalServer:
     started: float  # the process's start time by the wall clock, for people and where `identity` is unknown
     metrics_port: int | None = None  # its worker's Prometheus exporter, on 127.0.0.1
     identity: str | None = None  # the boot and the clock tick it started at: tells it from a later process
+    trust_remote_code: bool = False  # started with XINFERENCE_TRUST_REMOTE_CODE=1: repositories' code runs
 
     @property
     def metrics_url(self) -> str | None:
@@ -104,6 +105,7 @@ def _recorded(directory: Path) -> LocalServer | None:
             float(recorded["started"]),
             int(recorded["metrics_port"]) if recorded.get("metrics_port") else None,
             str(recorded["identity"]) if recorded.get("identity") else None,
+            bool(recorded.get("trust_remote_code", False)),
         )
     except (KeyError, TypeError, ValueError):
         return None
@@ -158,14 +160,28 @@ def embedded_api_key(endpoint: str, directory: Path | None = None) -> str | None
     return credentials.api_key if credentials else None
 
 
+def untrusting(directory: Path) -> BadInput:
+    """The refusal for a model that ships code, when the embedded server was started without trust."""
+    return BadInput(
+        f"the embedded server in {directory} runs without XINFERENCE_TRUST_REMOTE_CODE=1, which this model's "
+        "own code needs; restarting it stops every model on it for about a minute: xrerank down, then run "
+        "this command again"
+    )
+
+
 def start(
     directory: Path,
     port: int = DEFAULT_PORT,
     auth: bool = True,
     timeout: float = 180.0,
     host: str = "127.0.0.1",
+    trust_remote_code: bool = False,
 ) -> tuple[LocalServer, bool]:
-    """Start xinference-local on `host`:`port` unless it already runs; return it and whether it was started."""
+    """Start xinference-local on `host`:`port` unless it already runs; return it and whether it was started.
+
+    With `trust_remote_code`, the server runs the code that model repositories ship (auto_map), as
+    Xinference 4.1 does only under XINFERENCE_TRUST_REMOTE_CODE=1; a server already running without
+    it is refused (BadInput): it must be restarted, which stops the models on it."""
     host = check_host(host, auth)
     executable = shutil.which("xinference-local") or str(Path(sys.executable).with_name("xinference-local"))
     if not Path(executable).exists():
@@ -180,15 +196,18 @@ def start(
                 f"the embedded server in {directory} already runs on {current.server.host}:{current.server.port}; "
                 "stop it first (xrerank server stop) to start it elsewhere"
             )
+        if trust_remote_code and not current.server.trust_remote_code:
+            raise untrusting(directory)
         return current.server, False
     if _port_in_use(port):
         raise BadInput(f"port {port} is in use by another program; choose one with --port")
     home = private_directory(directory / "home")
     env = {**os.environ, "XINFERENCE_HOME": str(home), "HF_HUB_OFFLINE": "1", **RATE_LIMITS}
     env["XINFERENCE_AUTH_ADVANCED"] = "1" if auth else "0"
+    env["XINFERENCE_TRUST_REMOTE_CODE"] = "1" if trust_remote_code else "0"  # never inherited by accident
     deadline = time.monotonic() + timeout
     for attempt in range(1 + PORT_RACE_RETRIES):
-        server, process, log_start = _spawn(executable, directory, env, port, host, auth)
+        server, process, log_start = _spawn(executable, directory, env, port, host, auth, trust_remote_code)
         try:
             _wait_until_answering(server, process, deadline)
             break
@@ -217,7 +236,7 @@ PORT_RACE_RETRIES = 2
 
 
 def _spawn(
-    executable: str, directory: Path, env: dict, port: int, host: str, auth: bool
+    executable: str, directory: Path, env: dict, port: int, host: str, auth: bool, trust_remote_code: bool
 ) -> tuple[LocalServer, subprocess.Popen, int]:
     """xinference-local started in its own process group and recorded; also where its log starts."""
     log = os.open(directory / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -234,9 +253,9 @@ def _spawn(
     os.close(log)
     started = _create_time(process.pid) or time.time()
     identity = process_identity(process.pid)
-    server = LocalServer(directory, process.pid, port, host, auth, started, metrics_port, identity)
+    server = LocalServer(directory, process.pid, port, host, auth, started, metrics_port, identity, trust_remote_code)
     state = {"pid": server.pid, "port": port, "host": host, "auth": auth, "started": started}
-    state |= {"metrics_port": metrics_port, "identity": identity}
+    state |= {"metrics_port": metrics_port, "identity": identity, "trust_remote_code": trust_remote_code}
     write_json_atomically(directory / STATE_FILE, state, mode=0o600)
     return server, process, log_start
 

@@ -8,6 +8,7 @@ FIRST replica is.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -286,7 +287,7 @@ class Xinference:
                 return ready  # a TERMINATED leftover of a worker that died does not hold this up
             failed = [entry for entry in replicas if entry.status in FAILED_STATES]
             if failed and (failed[0].status == "ERROR" or len(replicas) - len(failed) < replica):
-                reason = failed[0].error or failed[0].status
+                reason = launch_failure(failed[0].error or self._failure_reason(model_uid, failed[0].id))
                 raise ServerError(f"replica {failed[0].id} of {model_uid} failed: {reason}")
             if not replicas:
                 self._raise_if_launch_failed(model_uid)
@@ -297,11 +298,23 @@ class Xinference:
                 )
             time.sleep(1.0)
 
+    def _failure_reason(self, model_uid: str, replica_id: int) -> str:
+        """A failed replica's error message: the server can mark it ERROR a moment before it records why."""
+        time.sleep(1.0)
+        with contextlib.suppress(XrerankError):
+            instance = self.instance(model_uid)
+            for replica in [*self.replicas(model_uid), *(instance.replicas if instance else ())]:
+                if replica.id == replica_id and replica.error:
+                    return replica.error
+        return "status ERROR (the server gave no reason; its log has it)"
+
     def _raise_if_launch_failed(self, model_uid: str) -> None:
         record = self.instance(model_uid)
         if record and record.failed:
             errors = [r.error for r in record.replicas if r.error]
-            raise ServerError(f"launch of {model_uid} failed: {errors[0] if errors else 'status ERROR'}")
+            raise ServerError(
+                f"launch of {model_uid} failed: {launch_failure(errors[0] if errors else 'status ERROR')}"
+            )
 
     # --- API keys (a user login with the keys permissions) -----------------------------------
 
@@ -348,6 +361,19 @@ def _replica(entry: dict) -> Replica:
         created_ts=entry.get("created_ts"),
         error=entry.get("error_message"),
     )
+
+
+# Why a model that ships code (auto_map) fails to load: Xinference 4.1 runs it only with this set.
+REMOTE_CODE_HINT = (
+    "the model ships its own code, which Xinference 4.1 runs only on a server started with "
+    "XINFERENCE_TRUST_REMOTE_CODE=1 (for xrerank's embedded server: xrerank down, then xrerank up FILE "
+    "with registration.trust_remote_code: true)"
+)
+
+
+def launch_failure(reason: str) -> str:
+    """The server's reason for a failed load; a missing opt-in for a repository's own code, said plainly."""
+    return REMOTE_CODE_HINT if "custom code" in reason or "trust_remote_code" in reason else reason
 
 
 def _instance(record: dict) -> Instance:
