@@ -46,14 +46,14 @@ DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"  # the d
 
 
 def pytest_collection_modifyitems(items):
-    """Longest files first: the cluster's (~5 min) and the CI recipes' (~3 min), then the others that
-    start servers.
+    """Longest files first: the cluster's (~5 min), the reranker families' (~5 min) and the CI recipes'
+    (~3 min), then the others that start servers.
 
     scripts/test.sh runs two processes, a whole file to each in this order (--dist loadfile
     --no-loadscope-reorder), so the cluster's file runs beside the rest. Within a file the order is kept."""
 
     def rank(item) -> int:
-        if "cluster" in item.fixturenames or item.path.name == "test_e2e_ci.py":  # the longest files
+        if "cluster" in item.fixturenames or item.path.name in ("test_e2e_ci.py", "test_e2e_families.py"):
             return 0
         return 1 if {"xinference", "open_server", "open_host", "installed_wheel"} & set(item.fixturenames) else 2
 

@@ -99,7 +99,7 @@ def test_the_warm_up_is_excluded_from_the_figures():
     counted = [start for start in starts if start >= measured_from]
     assert len(starts) > len(counted) >= result.answered > 0  # warm-up calls happened and were not counted
     assert result.answered >= len(counted) - 2  # each caller may have one call cut off by the deadline
-    assert 0.9 <= result.elapsed <= 1.3  # the measured window only, not warm-up + window
+    assert 0.9 <= result.elapsed < 1.9  # the measured window only, not warm-up + window (2 s)
 
 
 def test_requests_slower_than_the_window_are_measured_not_lost():
