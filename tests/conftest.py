@@ -168,13 +168,23 @@ def no_secret_in_any_output():
 @pytest.fixture(scope="session")
 def built_wheel(tmp_path_factory) -> Path:
     """xrerank built as a wheel from this checkout, as `pip wheel .` builds it."""
+    import shutil
     import subprocess
     import sys
 
     repo = Path(__file__).resolve().parent.parent
     build = tmp_path_factory.mktemp("wheel")
+    # From a copy of what git would commit: a build/ left in the checkout by an earlier build would
+    # put modules that no longer exist into the wheel.
+    source = build / "source"
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=repo, capture_output=True,
+                            check=True).stdout.decode().split("\0")  # fmt: skip
+    for name in filter(None, listed):
+        if (repo / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(repo / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w",
-                    str(build), str(repo)], check=True)  # fmt: skip
+                    str(build), str(source)], check=True)  # fmt: skip
     return next(build.glob("xrerank-*.whl"))
 
 

@@ -98,6 +98,14 @@ def test_the_client_imports_without_the_server_side_or_the_adapter():
     assert loaded == "[]", loaded
 
 
+def test_every_package_on_disk_is_in_the_wheel():
+    """pyproject.toml lists the packages: a wing missing there is missing from every install."""
+    block = re.search(r"^packages = \[(.*?)\]", (REPO / "pyproject.toml").read_text(), re.MULTILINE | re.DOTALL)
+    listed = set(re.findall(r'"([a-z_.]+)"', block.group(1)))
+    on_disk = {".".join(p.parent.relative_to(REPO).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert on_disk | {"xrerank.configs"} == listed, {"not listed": on_disk - listed, "not on disk": listed - on_disk}
+
+
 def _module_map() -> list[str]:
     text = (REPO / "docs" / "architecture.md").read_text()
     return re.findall(r"^\| `(xrerank/[^`]+\.py)` \|", text, flags=re.MULTILINE)

@@ -263,3 +263,48 @@ def test_the_cli_starts_without_the_heavy_libraries():
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_keys_prune_without_a_login_says_it_needs_one(run):
+    result = run("--endpoint", f"http://127.0.0.1:{free_port()}", "keys", "prune")
+    assert result.exit_code == 2 and "needs a user login (--username/--password)" in result.stderr
+
+
+def test_spec_output_dash_is_stdout(run, demo_model, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run("spec", "--model-dir", demo_model, "--model-name", "custom-x", "--output", "-")
+    assert result.exit_code == 0 and json.loads(result.stdout)["model_name"] == "custom-x"
+    assert not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize(
+    "key, says",
+    [(123, "must be a string, got a int"), ("", "is empty"), ("xf-abc\n", "holds a newline"),
+     ("xf a", "a space, a tab or a non-ASCII"), ("xf-é", "a space, a tab or a non-ASCII")],
+)  # fmt: skip
+def test_a_bad_key_is_named_for_what_is_wrong_with_it(key, says, monkeypatch):
+    from xrerank.client import Reranker, RerankError
+
+    with pytest.raises(RerankError, match=says):
+        Reranker(f"http://127.0.0.1:{free_port()}", "m", api_key=key)
+    if isinstance(key, str) and key:
+        monkeypatch.setenv("XRERANK_API_KEY", key)
+        with pytest.raises(RerankError, match=r"\$XRERANK_API_KEY") as raised:
+            Reranker(f"http://127.0.0.1:{free_port()}", "m")
+        assert says in str(raised.value)
+
+
+def test_the_score_cache_is_exported_with_the_client():
+    from xrerank.client import ScoreCache
+    from xrerank.client.cache import ScoreCache as Defined
+
+    assert ScoreCache is Defined
+
+
+def test_an_integration_without_its_framework_names_the_extra():
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['langchain_core'] = None\nimport xrerank.integrations.langchain"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "pip install 'xrerank[langchain]'" in done.stderr

@@ -41,7 +41,7 @@ def connect(context, file, model_uid, form, new_key, key_name, show_key, as_json
     """Print what an app needs to call the reranker: URLs, model uid, key, per consumer.
 
     Code recipes read the key from $XRERANK_API_KEY; `--format env` prints that line. A key is
-    printed only by the formats made to hold it (env, dify, ragflow) or with --show-key.
+    printed only by the formats made to hold it (env, dotenv, dify, ragflow) or with --show-key.
 
     \b
         eval "$(xrerank connect --new-key my-rag-app --format env)"; xrerank connect --format python

@@ -98,7 +98,9 @@ def _spec_options(function):
 
 @cli.command()
 @_spec_options
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")
+@click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout (- is stdout)."
+)
 def spec(model_dir, model_name, languages, max_tokens, trust_remote_code, output):
     """Write the custom rerank JSON that Xinference 4.1 accepts (version 2, model_specs).
 
@@ -113,7 +115,7 @@ def spec(model_dir, model_name, languages, max_tokens, trust_remote_code, output
     if model_dir is None:
         raise BadInput("--model-dir is required")
     document = spec_for_directory(model_dir, model_name, languages, max_tokens, trust_remote_code)
-    if output:
+    if output and str(output) != "-":
         write_json_atomically(output, document)
         progress(f"wrote {output}")
     else:

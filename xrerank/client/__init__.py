@@ -5,6 +5,7 @@ Needs no server-side package (no torch, no xinference): `pip install xrerank` is
 
 from __future__ import annotations
 
+from xrerank.client.cache import ScoreCache
 from xrerank.client.reranker import Reranker, RerankError, Result
 
-__all__ = ["Reranker", "RerankError", "Result"]
+__all__ = ["Reranker", "RerankError", "Result", "ScoreCache"]

@@ -29,7 +29,7 @@ def parse_endpoint(endpoint: str) -> str:
     except ValueError:
         parts, port = None, None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        hint = f"http://{text}" if text and "://" not in text else "http://127.0.0.1:9997"
+        hint = f"http://{text}" if text and "://" not in text and " " not in text else "http://127.0.0.1:9997"
         raise BadInput(f"endpoint {text[:80]!r} is not an http(s) URL; use e.g. {hint}")
     if port == 0 or parts.query or parts.fragment:
         raise BadInput(f"endpoint {text[:80]!r} is not a server address; use e.g. http://127.0.0.1:9997")
@@ -37,21 +37,17 @@ def parse_endpoint(endpoint: str) -> str:
     return text.rstrip("/").removesuffix("/v1").rstrip("/")
 
 
-def check_api_key(api_key: object) -> str:
+def check_api_key(api_key: object, source: str = "the API key") -> str:
     """A key read from a file keeps its newline, and an HTTP header can carry neither that nor non-ASCII."""
-    if (
-        isinstance(api_key, str)
-        and api_key
-        and api_key.isascii()
-        and api_key.isprintable()
-        and (api_key == api_key.strip())
-    ):
+    if not isinstance(api_key, str):
+        raise BadInput(f"{source} must be a string, got a {type(api_key).__name__}")
+    if api_key and api_key.isascii() and api_key.isprintable() and " " not in api_key:
         return api_key
-    shown = f"{len(api_key)} characters" if isinstance(api_key, str) else f"a {type(api_key).__name__}"
-    raise BadInput(
-        f"the API key must be printable ASCII with no spaces around it, got {shown}; "
-        "strip the newline of a key read from a file"
-    )
+    if not api_key:
+        raise BadInput(f"{source} is empty")
+    if api_key != api_key.rstrip("\r\n") or "\n" in api_key:
+        raise BadInput(f"{source} holds a newline ({len(api_key)} characters); strip it (a key read from a file)")
+    raise BadInput(f"{source} holds a space, a tab or a non-ASCII character; an HTTP header cannot carry it")
 
 
 @dataclass(frozen=True)

@@ -115,10 +115,11 @@ class Reranker:
         self.cache = cache
         self.revision = revision
         try:
-            if api_key is None:
-                api_key = os.environ.get(API_KEY_ENV) or None
+            source = "api_key"
+            if api_key is None and os.environ.get(API_KEY_ENV):
+                api_key, source = os.environ[API_KEY_ENV], f"${API_KEY_ENV}"
             if api_key is not None:
-                check_api_key(api_key)
+                check_api_key(api_key, source)
             credentials = credentials or Credentials(api_key=api_key)
             self._api = Api(endpoint, credentials, timeout, max(connections, parallel), keep_alive, source_address)
         except XrerankError as exc:

@@ -15,9 +15,12 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.callbacks import Callbacks
-from langchain_core.documents import BaseDocumentCompressor, Document
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
+try:
+    from langchain_core.callbacks import Callbacks
+    from langchain_core.documents import BaseDocumentCompressor, Document
+    from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
+except ImportError as exc:  # the integration's framework is an extra
+    raise ImportError(f"{exc}; install it with: pip install 'xrerank[langchain]'") from exc
 
 from xrerank.integrations import client_for
 

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from llama_index.core.bridge.pydantic import Field, PrivateAttr, SecretStr
-from llama_index.core.postprocessor.types import BaseNodePostprocessor
-from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+try:
+    from llama_index.core.bridge.pydantic import Field, PrivateAttr, SecretStr
+    from llama_index.core.postprocessor.types import BaseNodePostprocessor
+    from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+except ImportError as exc:  # the integration's framework is an extra
+    raise ImportError(f"{exc}; install it with: pip install 'xrerank[llama-index]'") from exc
 
 from xrerank.integrations import client_for
 

@@ -86,6 +86,8 @@ def prune_data_plane_keys(server: Xinference, home: Path, now: float | None = No
     still sending it is refused per key instead of getting its address banned, and deleted by a prune
     an hour or more later. Another machine's or user's current key is left alone."""
     now = time.time() if now is None else now
+    if not server.credentials.username:
+        raise BadInput("keys prune needs a user login (--username/--password): only a login may list and delete keys")
     cached = read_json(_cache(home, server)) or {}
     current = data_plane_key_name(server)
     keys = [k for k in server.api_keys() if k.name.startswith(DATA_PLANE_PREFIX)]
