@@ -253,25 +253,6 @@ class Reranker:
             delay = min(delay * 2, 2.0)
 
 
-def _check_api_key(api_key: object) -> None:
-    """A key read from a file keeps its newline; a header cannot carry it (nor non-ASCII)."""
-    if api_key is None:
-        return
-    if (
-        not isinstance(api_key, str)
-        or not api_key
-        or not api_key.isascii()
-        or not api_key.isprintable()
-        or (api_key != api_key.strip())
-    ):
-        shown = f"a {type(api_key).__name__}" if not isinstance(api_key, str) else f"{len(api_key)} characters"
-        raise RerankError(
-            f"api_key must be an Xinference API key (printable ASCII, no spaces around it), got {shown}: "
-            "strip the newline of a key read from a file",
-            ExitCode.BAD_INPUT,
-        )
-
-
 def _documents(documents: Iterable[str]) -> list[str]:
     # A mapping iterates over its keys, which would be ranked in place of its values.
     if isinstance(documents, (str, bytes, Mapping)) or not isinstance(documents, Iterable):
