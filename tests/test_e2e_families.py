@@ -195,6 +195,9 @@ def test_up_demo_of_a_model_that_ships_code_starts_a_trusting_server_and_serves_
         assert done.returncode == 0, done.stderr[-3000:]
         answer = json.loads(done.stdout)
         assert answer["model_uid"] == "demo-remote-code" and len(answer["sample"]) == 3
+        assert answer["family"]["name"] == "remote-code" and any(
+            f.endswith("modeling_xrerank.py") for f in answer["family"]["runs_code"]
+        )
         status = json.loads(xrerank("server", "status", "--json").stdout)
         assert status["trust_remote_code"] is True
     finally:

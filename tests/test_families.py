@@ -189,3 +189,101 @@ def test_the_demo_families_are_the_choices_of_make_demo_model_and_up(run):
 def test_up_takes_family_only_with_the_demo(run, tmp_path):
     result = run("up", "--family", "qwen3", "--port", "1")
     assert result.exit_code == 2 and "use it with --demo" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "name, family",
+    [("Qwen3-VL-Reranker-custom", "qwen3"), ("Jina-Reranker-M0", "bert"), ("qwen3-jina-reranker-v3.5", "qwen3"),
+     ("my-minicpm-reranker", "xlm-roberta")],
+)  # fmt: skip
+def test_names_that_xinference_routes_to_another_path_first_are_refused(name, family):
+    problem = by_name(family).name_problem(name)
+    assert problem and "sends any model down Xinference 4.1's" in problem
+
+
+def test_the_offered_name_meets_the_rule_itself():
+    problem = by_name("bert").name_problem("qwqwen3en3-x")
+    offered = problem.rsplit("e.g. ", 1)[1]
+    assert by_name("bert").name_problem(offered) is None
+
+
+@pytest.mark.parametrize(
+    "config, says",
+    [
+        ({"architectures": ["BertForSequenceClassification"], "model_type": ["bert"]}, "not a reranker family"),
+        ({"architectures": ["BertForSequenceClassification"], "model_type": {"a": 1}}, "not a reranker family"),
+        ({"architectures": ["BertForSequenceClassification"], "model_type": "bert", "id2label": 5}, "2 labels"),
+        ({"architectures": ["BertForSequenceClassification"], "model_type": "bert", "num_labels": "1"},
+         "num_labels '1' is not a whole number"),
+        ({**REAL_CONFIGS["bert"], "max_position_embeddings": -5}, "max_position_embeddings -5"),
+        ({**REAL_CONFIGS["bert"], "max_position_embeddings": "512"}, "max_position_embeddings '512'"),
+    ],
+)  # fmt: skip
+def test_a_malformed_config_is_one_line_of_bad_input(config, says, tmp_path):
+    with pytest.raises(BadInput, match=says):
+        detect(config, tmp_path)
+
+
+def test_a_qwen3_tokenizer_without_a_single_yes_token_is_refused(tiny, tmp_path):
+    import shutil
+
+    broken = tmp_path / "q"
+    shutil.copytree(tiny["qwen3"], broken)
+    document = json.loads((broken / "tokenizer.json").read_text())
+    document["added_tokens"] = [t for t in document["added_tokens"] if t["content"] != "yes"]
+    (broken / "tokenizer.json").write_text(json.dumps(document))
+    with pytest.raises(BadInput, match="no single 'yes' token"):
+        inspect_model_dir(broken)
+
+
+def test_a_demo_directory_holding_another_demo_is_refused_before_anything_is_deployed(tiny):
+    from xrerank.weights import source_for
+
+    with pytest.raises(BadInput, match="holds another demo"):
+        source_for("demo").is_complete(tiny["bert"], "xrerank/demo-qwen3-reranker")
+    assert source_for("demo").is_complete(tiny["bert"], "xrerank/demo-ms-marco-minilm")
+
+
+def test_a_demos_name_rule_and_opt_in_hold_before_its_weights_exist(tmp_path):
+    from xrerank.deploy.engine import check_family_rules, family_view
+    from xrerank.deploy.target import load_target
+
+    demo = (Path(__file__).resolve().parent.parent / "configs" / "demo.yaml").read_text()
+    path = tmp_path / "q.yaml"
+    path.write_text(demo.replace("  source: demo ", "  source: demo\n  model_id: xrerank/demo-qwen3-reranker "))
+    target = load_target(path, tmp_path / "home")
+    assert family_view(target)["name"] == "qwen3"
+    with pytest.raises(BadInput, match="must contain 'qwen3'"):
+        check_family_rules(target)
+    path.write_text(demo.replace("  source: demo ", "  source: demo\n  model_id: xrerank/demo-remote-code "))
+    target = load_target(path, tmp_path / "home")
+    assert family_view(target)["runs_code"][0].endswith("configuration_xrerank.py")
+    with pytest.raises(BadInput, match="trust_remote_code: true"):
+        check_family_rules(target)
+
+
+def test_a_spec_file_goes_through_the_checks_a_spec_made_here_does(tiny, tmp_path):
+    from xrerank.deploy.engine import load_spec_file
+    from xrerank.deploy.spec import build_spec
+
+    spec = build_spec(inspect_model_dir(tiny["qwen3"]), "Qwen3-Reranker-tiny", max_tokens=512)
+    for change, says in [({"max_tokens": 5}, "at least 128"), ({"max_tokens": 999999}, "exceeds"),
+                         ({"max_tokens": "512"}, "not a whole number"), ({"type": "LLM-based"}, "type 'LLM-based'"),
+                         ({"model_name": "my-reranker"}, "must contain 'qwen3'")]:  # fmt: skip
+        path = tmp_path / "s.json"
+        path.write_text(json.dumps({**spec, **change}))
+        with pytest.raises(BadInput, match=says):
+            load_spec_file(path)
+
+
+def test_doctor_fails_a_model_that_ships_code_on_an_embedded_server_without_trust():
+    from xrerank.checks.doctor import FAIL, family_findings
+
+    findings = family_findings(REAL_CONFIGS["remote-code"], server_here=True, trusting=False)
+    assert any(f.check == "repository code" and f.level == FAIL and "xrerank down" in f.fix for f in findings)
+
+
+def test_the_built_in_quality_cases_load():
+    from xrerank.checks.verify import load_cases
+
+    assert len(load_cases(None)) == 7

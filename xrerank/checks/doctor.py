@@ -392,9 +392,14 @@ def deployment_findings(
             )
         )
         max_tokens = limit
-    estimate = estimate_memory(
-        config, parameters or parameters_from_config(config), max_tokens, settings.use_fp16, on_gpu
-    )
+    try:
+        estimate = estimate_memory(
+            config, parameters or parameters_from_config(config), max_tokens, settings.use_fp16, on_gpu
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        reason = f"lacks {exc}" if isinstance(exc, KeyError) else f"holds a value of the wrong type ({exc})"
+        findings.append(Finding("deployment", "memory", WARN, f"config.json {reason}: memory not estimated", ""))
+        return findings
     findings.append(_capacity_finding(estimate, settings, workers, on_gpu, max_tokens))
     return findings
 
@@ -456,9 +461,10 @@ def _capacity_finding(
     )
 
 
-def family_findings(config: dict, server_here: bool) -> list[Finding]:
+def family_findings(config: dict, server_here: bool, trusting: bool | None = None) -> list[Finding]:
     """The model's family and the path Xinference 4.1 scores it by; the packages that path needs in the
-    server's Python (checked when the server runs on this machine); the code a repository runs."""
+    server's Python (checked when the server runs on this machine); the code a repository runs, and
+    whether the server runs it (`trusting`: known for xrerank's embedded server, else None)."""
     import importlib.util
 
     family = recognise(config)
@@ -477,10 +483,14 @@ def family_findings(config: dict, server_here: bool) -> list[Finding]:
                                     f"{family.title} needs {package}, which the server's Python lacks",
                                     "pip install 'xrerank[llm-based]'" if package == "FlagEmbedding"
                                     else f"pip install {package}"))  # fmt: skip
-    if family.runs_repository_code:
+    if family.runs_repository_code and trusting is False:
+        evidence = "the model ships its own code; the embedded server runs without XINFERENCE_TRUST_REMOTE_CODE=1"
+        fix = "xrerank down, then xrerank up FILE (it restarts trusting; its models stop)"
+        findings.append(Finding("deployment", "repository code", FAIL, evidence, fix))
+    elif family.runs_repository_code:
         findings.append(Finding("deployment", "repository code", WARN,
                                 "the model's repository ships code that the server will run (auto_map)",
-                                "read it first; deploy with registration.trust_remote_code: true"))  # fmt: skip
+                                "read it first; the server must run with XINFERENCE_TRUST_REMOTE_CODE=1"))  # fmt: skip
     return findings
 
 

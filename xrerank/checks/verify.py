@@ -178,7 +178,9 @@ def reference_scores(reference: Reference, pairs: list[tuple[str, str]]) -> tupl
     the Qwen3 yes/no prompt, FlagEmbedding), how they were computed, and the tolerance that applies."""
     require_server_side("comparing the served scores with the model's own (the weights are on this machine)")
     import torch
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # stderr is for xrerank's own lines
     model = inspect_model_dir(reference.model_dir)
     same = reference.on_gpu and torch.cuda.is_available()
     device = "cuda" if same else "cpu"
@@ -235,7 +237,7 @@ def load_cases(path: Path | None) -> list[dict]:
     """Golden cases from `path`, or the built-in ones; each has name, query, relevant, traps, margin."""
     import yaml
 
-    source = path or Path(__file__).with_name("cases") / "quality.yaml"
+    source = path or Path(__file__).parent / "cases" / "quality.yaml"
     try:
         document = yaml.safe_load(Path(source).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:

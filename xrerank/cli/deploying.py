@@ -20,6 +20,7 @@ from xrerank.cli.base import (
 )
 from xrerank.cli.render import (
     emit_json,
+    family_text,
     findings_text,
     plan_text,
     report_text,
@@ -68,9 +69,7 @@ def deploy(context, file, dry_run, replace, skip_preflight, wait_for, legacy_wai
         click.echo(f"plan for {result.uid} on {result.endpoint}:")
         click.echo(plan_text(result.steps))
         if result.family:
-            click.echo(f"family: {result.family['title']}, scored by {result.family['route']}")
-            if result.family["runs_code"]:
-                click.echo(f"runs the repository's own code on the server: {', '.join(result.family['runs_code'])}")
+            click.echo(family_text(result.family))
         if result.verification:
             click.echo(report_text(result.verification.as_dict()))
         if not dry_run:

@@ -144,7 +144,7 @@ def register(context, spec_file, model_dir, model_name, languages, max_tokens, t
     if (spec_file is None) == (model_dir is None):
         raise BadInput("give either --spec FILE or --model-dir with --model-name")
     if spec_file:
-        document = load_spec_file(spec_file, progress)
+        document = load_spec_file(spec_file, progress, trust_remote_code)
     else:
         document = spec_for_directory(model_dir, model_name, languages, max_tokens, trust_remote_code)
     outcome = register_model(context.session().server, document, persist=persist, replace=replace)

@@ -16,6 +16,13 @@ def plan_text(steps: Iterable) -> str:
     return "\n".join(f"  {step.name:<9} {step.state:<11} {step.detail}" for step in steps)
 
 
+def family_text(family: dict) -> str:
+    lines = [f"family: {family['title']}, scored by {family['route']}"]
+    if family["runs_code"]:
+        lines.append(f"runs the repository's own code on the server: {', '.join(family['runs_code'])}")
+    return "\n".join(lines)
+
+
 def results_text(results: Iterable) -> str:
     lines = [f"{'rank':>4}  {'score':>8}  {'index':>5}  document"]
     for rank, result in enumerate(results, 1):

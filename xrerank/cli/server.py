@@ -21,6 +21,7 @@ from xrerank.cli.base import (
 )
 from xrerank.cli.render import (
     emit_json,
+    family_text,
     results_text,
 )
 from xrerank.errors import ExitCode
@@ -181,6 +182,8 @@ def up(context, file, demo, family, port, host, wait_for, legacy_wait, as_json):
         return
     deployed = result.deployed
     click.echo(f"deployed {deployed.uid} on {deployed.endpoint}" + ("" if deployed.changed else " (unchanged)"))
+    if deployed.family:
+        click.echo(family_text(deployed.family))
     click.echo(f'sample ranking for "{SAMPLE_QUERY}":')
     click.echo(results_text(result.sample))
     if result.demo:

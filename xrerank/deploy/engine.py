@@ -23,13 +23,13 @@ from xrerank.defaults import MAX_REPLICAS
 from xrerank.deploy import replicas
 from xrerank.deploy.plan import DONE, REFUSED, Desired, Observed, Step, launch_step, plan, refused
 from xrerank.deploy.preflight import on_this_machine, preflight
-from xrerank.deploy.spec import build_spec, check_spec_document, spec_differences
+from xrerank.deploy.spec import DEFAULT_LANGUAGES, build_spec, check_registration, check_spec_document, spec_differences
 from xrerank.deploy.target import Target
 from xrerank.errors import BadInput, Conflict, ExitCode, ServerError, TimedOut, XrerankError, worker_lost
-from xrerank.families import check_name
+from xrerank.families import Family, by_demo_id
 from xrerank.families.remote_code import code_files
 from xrerank.files import file_name, held_lock, held_shared_lock, read_json, write_json_atomically
-from xrerank.weights.generated import is_random_model
+from xrerank.weights.generated import DEMO_MODEL_ID, is_random_model
 from xrerank.weights.modeldir import NotOurs, inspect_model_dir, purge, read_complete_manifest
 from xrerank.xinference import ledger
 from xrerank.xinference.records import CREATING, Instance, LaunchSettings, check_launch_settings
@@ -327,7 +327,7 @@ def spec_for_directory(
     return build_spec(model, model_name, languages, max_tokens, manifest.get("model_id"), trust_remote_code)
 
 
-def load_spec_file(path: Path, progress: Progress = _quiet) -> dict:
+def load_spec_file(path: Path, progress: Progress = _quiet, trust_remote_code: bool = False) -> dict:
     """A spec file, checked as far as this machine can: the v2 shape, the name, the weights if here."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -336,7 +336,11 @@ def load_spec_file(path: Path, progress: Progress = _quiet) -> dict:
     uri = check_spec_document(document, str(path))
     if Path(uri).exists():
         model = inspect_model_dir(uri)
-        check_name(model.family, document["model_name"])
+        tokens = document.get("max_tokens")
+        if tokens is not None and (not isinstance(tokens, int) or isinstance(tokens, bool)):
+            raise BadInput(f"{path}: max_tokens {tokens!r} is not a whole number")
+        languages = document.get("language") or DEFAULT_LANGUAGES
+        build_spec(model, document["model_name"], languages, tokens, trust_remote_code=trust_remote_code)  # checks
         if document.get("type", "unknown") not in (model.family.xinference_type, "unknown"):
             raise BadInput(
                 f"{path}: type {document.get('type')!r}, but {uri} is a {model.family.title}: "
@@ -396,18 +400,39 @@ def served_dtype(session: Session, instance: Instance) -> str:
 # --- the declarative deploy ---------------------------------------------------------------------
 
 
-def family_view(target: Target) -> dict | None:
-    """The family of the deployment's model (None until its weights are here), and the code that runs."""
-    if not target.source.is_complete(target.weights):
+def known_family(target: Target) -> tuple[Family, list[str]] | None:
+    """The family of the deployment's model and the code files it runs: from the weights once they are
+    here, or from a demo's model_id before it is generated; None while a hub's weights are not here."""
+    model_id = target.deployment.weights.model_id
+    if target.source.is_complete(target.weights, model_id):
+        model = inspect_model_dir(target.weights)
+        return model.family, code_files(model.config, model.path) if model.family.runs_repository_code else []
+    family = by_demo_id(model_id or DEMO_MODEL_ID) if target.demo else None
+    if family is None:
         return None
-    model = inspect_model_dir(target.weights)
-    runs = code_files(model.config, model.path) if model.family.runs_repository_code else []
-    return {"name": model.family.name, "title": model.family.title, "route": model.family.route, "runs_code": runs}
+    return family, family.demo_code_files(target.weights) if family.runs_repository_code else []
+
+
+def family_view(target: Target) -> dict | None:
+    """The family of the deployment's model, the path Xinference scores it by, and the code that runs."""
+    known = known_family(target)
+    if known is None:
+        return None
+    family, runs = known
+    return {"name": family.name, "title": family.title, "route": family.route, "runs_code": runs}
+
+
+def check_family_rules(target: Target) -> None:
+    """The name rule and the code opt-in, as soon as the family is known (a dry run too)."""
+    known = known_family(target)
+    if known is not None:
+        registration = target.deployment.registration
+        check_registration(known[0], registration.model_name, registration.trust_remote_code, known[1], target.weights)
 
 
 def desired_spec(target: Target) -> dict | None:
     """The spec the deployment wants, once the weights are complete on disk; else None."""
-    if not target.source.is_complete(target.weights):
+    if not target.source.is_complete(target.weights, target.deployment.weights.model_id):
         return None
     manifest = read_complete_manifest(target.weights) or {}
     registration = target.deployment.registration
@@ -500,6 +525,7 @@ def deploy(
 ) -> DeployResult:
     """Compare, plan, and carry out the plan in order; the plan is redone once the weights are known."""
     server = session.server
+    check_family_rules(target)
     if dry_run:
         desired, observed = observe(session, target)
         steps = plan(desired, observed, replace=replace)

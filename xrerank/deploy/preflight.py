@@ -13,6 +13,7 @@ from xrerank.checks.doctor import (
     server_findings,
 )
 from xrerank.deploy.target import Target
+from xrerank.xinference.local import embedded_at
 from xrerank.xinference.records import LaunchSettings
 from xrerank.xinference.server import Xinference
 from xrerank.xinference.session import Session
@@ -34,7 +35,9 @@ def preflight(server: Xinference, target: Target, machine: bool, adding: int | N
     if workers and adding != 0:
         config, parameters = model_config(target)
         if config is not None and adding is None:
-            findings += family_findings(config, server_here=on_this_machine(server))
+            embedded = embedded_at(server.endpoint)
+            trusting = embedded.trust_remote_code if embedded else None
+            findings += family_findings(config, server_here=on_this_machine(server), trusting=trusting)
         settings = target.settings if adding is None else _added(target.settings, adding)
         findings += deployment_findings(
             settings, target.deployment.registration.max_tokens, workers, config, parameters

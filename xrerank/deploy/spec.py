@@ -7,8 +7,10 @@ The flat `model_id`/`model_uri` form found in older guides is rejected with
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from xrerank.errors import BadInput
-from xrerank.families import check_name
+from xrerank.families import Family, check_name
 from xrerank.families.qwen3 import MIN_TOKENS
 from xrerank.families.remote_code import code_files
 from xrerank.names import validate_model_name
@@ -31,13 +33,7 @@ def build_spec(
     """The registration for `model`: its family's `type`, after checking the name against the
     family's routing rule, the token limit, and the opt-in for a repository's own code."""
     validate_model_name(model_name)
-    check_name(model.family, model_name)
-    if model.family.runs_repository_code and not trust_remote_code:
-        raise BadInput(
-            f"{model.path} runs its own code on the server ({', '.join(code_files(model.config, model.path))}); "
-            "Xinference 4.1 loads it only from a server started with XINFERENCE_TRUST_REMOTE_CODE=1: to accept "
-            "that, set registration.trust_remote_code: true in the deployment file (or --trust-remote-code)"
-        )
+    check_registration(model.family, model_name, trust_remote_code, code_files(model.config, model.path), model.path)
     if not languages:
         raise BadInput("at least one language is needed, e.g. --language en")
     if max_tokens is not None:
@@ -69,6 +65,17 @@ def build_spec(
             }
         ],
     }
+
+
+def check_registration(family: Family, model_name: str, trust_remote_code: bool, code: list[str], where: Path) -> None:
+    """The family's name rule, and the opt-in for a model whose repository's code runs on the server."""
+    check_name(family, model_name)
+    if family.runs_repository_code and not trust_remote_code:
+        raise BadInput(
+            f"{where} runs its own code on the server ({', '.join(code)}); Xinference 4.1 loads it only from a "
+            "server started with XINFERENCE_TRUST_REMOTE_CODE=1: to accept that, set "
+            "registration.trust_remote_code: true in the deployment file (or --trust-remote-code)"
+        )
 
 
 def spec_differences(registered: dict, wanted: dict) -> list[str]:

@@ -76,6 +76,7 @@ class UpResult:
             "model_uid": self.deployed.uid,
             "changed": self.deployed.changed,
             "demo": self.demo,
+            "family": self.deployed.family,
             "file": str(self.file),
             "sample": [{"index": r.index, "score": r.score, "document": r.document} for r in self.sample],
         }

@@ -22,6 +22,22 @@ from xrerank.errors import BadInput
 
 # Substrings of a registered name that route any model down Xinference 4.1's Qwen3-Reranker path.
 QWEN3_TRIGGERS = ("qwen3", "jina-reranker-v3", "r3-rerank")
+
+
+def _other_path(model_name: str) -> str | None:
+    """The path of Xinference 4.1's that a name sends any model down before the family's own, if any."""
+    lowered = model_name.lower()
+    if model_name.startswith("Qwen3-VL-Reranker"):
+        return "Qwen3-VL-Reranker path (a name starting with Qwen3-VL-Reranker)"
+    if lowered == "jina-reranker-m0":
+        return "jina-reranker-m0 path"
+    if "jina-reranker-v3.5" in lowered:
+        return "jina-reranker-v3.5 path"
+    if "minicpm-reranker" in lowered:
+        return "minicpm-reranker path ('Query: ' put before every query)"
+    return None
+
+
 _MODULES = ("remote_code", "qwen3", "llm_based", "xlm_roberta", "bert", "modernbert", "deberta_v2")
 
 
@@ -60,6 +76,10 @@ class Family:
         """The scores Xinference 4.1 computes for `pairs`, computed here the same way."""
         raise NotImplementedError
 
+    def demo_code_files(self, directory: Path) -> list[str]:
+        """The code files the demo of this family, generated into `directory`, runs on the server."""
+        return []
+
     def write_tiny_model(self, directory: Path, seed: int) -> None:
         """A tiny random-weight model of this family, written into `directory` (demos and tests)."""
         raise BadInput(f"no offline demo exists for the {self.title} family")
@@ -79,6 +99,12 @@ class Family:
         """Why Xinference 4.1 would score this family wrongly under `model_name`, with a name that works."""
         lowered = model_name.lower()
         found = [t for t in QWEN3_TRIGGERS if t in lowered]
+        other = _other_path(model_name)
+        if other:
+            return (
+                f"model name {model_name!r} sends any model down Xinference 4.1's {other}, not the {self.title}'s; "
+                f"choose another name, e.g. {'Qwen3-Reranker-custom' if self.qwen3_name else 'custom-reranker'}"
+            )
         if self.qwen3_name and "qwen3" not in lowered:
             return (
                 f"model name {model_name!r} sends this {self.title} down Xinference 4.1's CrossEncoder path, "
@@ -87,8 +113,8 @@ class Family:
             )
         if not self.qwen3_name and found:
             offered = model_name
-            for trigger in found:
-                offered = _without(offered, trigger)
+            while any(t in offered.lower() for t in QWEN3_TRIGGERS):
+                offered = _without(offered, next(t for t in QWEN3_TRIGGERS if t in offered.lower()))
             return (
                 f"model name {model_name!r} contains {found[0]!r}, which sends any model down Xinference 4.1's "
                 f"Qwen3-Reranker path; this is a {self.title}: choose a name without it, e.g. {offered}"
@@ -145,6 +171,13 @@ def detect(config: dict, where: Path) -> Family:
     for family in families():
         if family.recognises(config):
             family.check(config, where)
+            positions = config.get("max_position_embeddings")
+            if positions is not None and (
+                not isinstance(positions, int) or isinstance(positions, bool) or positions < 1
+            ):
+                raise BadInput(
+                    f"{where / 'config.json'}: max_position_embeddings {positions!r} is not a positive number"
+                )
             return family
     found = f"architectures {config.get('architectures') or []}, model_type {config.get('model_type')!r}"
     raise BadInput(
@@ -153,10 +186,22 @@ def detect(config: dict, where: Path) -> Family:
     )
 
 
+def _check_positions(config: dict, where: Path) -> None:
+    positions = config.get("max_position_embeddings")
+    if positions is None or (isinstance(positions, int) and not isinstance(positions, bool) and positions > 0):
+        return
+    raise BadInput(f"{where / 'config.json'}: max_position_embeddings {positions!r} is not a positive number")
+
+
 def check_name(family: Family, model_name: str) -> None:
     problem = family.name_problem(model_name)
     if problem:
         raise BadInput(problem)
+
+
+def model_type(config: dict) -> str:
+    found = config.get("model_type")
+    return found if isinstance(found, str) else ""
 
 
 def architectures(config: dict) -> list[str]:

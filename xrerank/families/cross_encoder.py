@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from xrerank.errors import BadInput
-from xrerank.families import Family, Pair, architectures
+from xrerank.families import Family, Pair, architectures, model_type
 
 
 class CrossEncoderFamily(Family):
@@ -17,12 +17,18 @@ class CrossEncoderFamily(Family):
     trust_remote_code = False
 
     def recognises(self, config: dict) -> bool:
-        return config.get("model_type") in self.model_types and any(
+        return model_type(config) in self.model_types and any(
             a.endswith("ForSequenceClassification") for a in architectures(config)
         )
 
     def check(self, config: dict, where: Path) -> None:
-        labels = len(config["id2label"]) if config.get("id2label") else config.get("num_labels", 2)
+        id2label, number = config.get("id2label"), config.get("num_labels", 2)
+        if isinstance(id2label, dict) and id2label:
+            labels = len(id2label)
+        elif isinstance(number, int) and not isinstance(number, bool):
+            labels = number
+        else:
+            raise BadInput(f"{where / 'config.json'}: num_labels {number!r} is not a whole number")
         if labels != 1:
             raise BadInput(f"{where / 'config.json'}: the model has {labels} labels; a reranker has exactly 1")
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from xrerank.errors import BadInput
-from xrerank.families import Family, Pair, architectures, decoder_parameters
+from xrerank.families import Family, Pair, architectures, decoder_parameters, model_type
 
 
 class LlmBased(Family):
@@ -23,7 +23,7 @@ class LlmBased(Family):
     batch_pairs = 16
 
     def recognises(self, config: dict) -> bool:
-        return config.get("model_type") in ("gemma", "gemma2") and any(
+        return model_type(config) in ("gemma", "gemma2") and any(
             a.endswith("ForCausalLM") for a in architectures(config)
         )
 

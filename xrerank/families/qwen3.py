@@ -9,11 +9,12 @@ other name the model loads as a CrossEncoder and scores without the prompt: plau
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from xrerank.errors import BadInput
-from xrerank.families import Family, Pair, architectures, decoder_parameters
+from xrerank.families import Family, Pair, architectures, decoder_parameters, model_type
 from xrerank.families.tiny import corpus
 
 PREFIX = (
@@ -38,11 +39,17 @@ class Qwen3(Family):
     demo_id = "xrerank/demo-qwen3-reranker"
 
     def recognises(self, config: dict) -> bool:
-        return config.get("model_type") == "qwen3" and "Qwen3ForCausalLM" in architectures(config)
+        return model_type(config) == "qwen3" and "Qwen3ForCausalLM" in architectures(config)
 
     def check(self, config: dict, where: Path) -> None:
         if not config.get("vocab_size"):
             raise BadInput(f"{where / 'config.json'}: a Qwen3 decoder without vocab_size")
+        missing = [token for token in ("yes", "no") if not _single_token(where, token)]
+        if missing:
+            raise BadInput(
+                f"{where}: the tokenizer has no single {' or '.join(repr(t) for t in missing)} token, which the "
+                "Qwen3-Reranker score is read from; this is not a Qwen3-Reranker"
+            )
 
     def parameters(self, config: dict) -> int:
         return decoder_parameters(config, qk_norm=True)
@@ -103,6 +110,25 @@ class Qwen3(Family):
         model = Qwen3ForCausalLM(config).to(torch.float32)
         model.save_pretrained(directory, safe_serialization=True)
         tokenizer.save_pretrained(directory)
+
+
+def _single_token(directory: Path, token: str) -> bool:
+    """Is `token` one entry of the tokenizer's vocabulary (tokenizer.json, else vocab.json)? True when
+    neither file is readable here: the server's load is then the check."""
+    for name in ("tokenizer.json", "vocab.json"):
+        try:
+            document = json.loads((directory / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        if not isinstance(document, dict):
+            return False
+        model = document.get("model") if name == "tokenizer.json" else {"vocab": document}
+        vocab = model.get("vocab") if isinstance(model, dict) else None
+        added = document.get("added_tokens") if name == "tokenizer.json" else None
+        in_vocab = isinstance(vocab, dict) and token in vocab
+        in_added = isinstance(added, list) and any(isinstance(a, dict) and a.get("content") == token for a in added)
+        return in_vocab or in_added
+    return True
 
 
 FAMILY = Qwen3()

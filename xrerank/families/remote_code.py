@@ -43,6 +43,9 @@ class RemoteCode(CrossEncoderFamily):
         auto_map = config.get("auto_map")
         return isinstance(auto_map, dict) and CLASSIFIER in auto_map
 
+    def demo_code_files(self, directory: Path) -> list[str]:
+        return [str(directory / name) for name in sorted(_DEMO_CODE)]
+
     def write_tiny_model(self, directory: Path, seed: int) -> None:
         from xrerank.families.xlm_roberta import FAMILY as XLM_ROBERTA
 

@@ -50,7 +50,8 @@ class WeightSource:
         """Make `directory` a complete model; a complete one is left as it is."""
         raise NotImplementedError
 
-    def is_complete(self, directory: Path) -> bool:
+    def is_complete(self, directory: Path, model_id: str | None = None) -> bool:
+        """Does `directory` hold the whole model (`model_id`'s, where the source can tell)?"""
         from xrerank.weights.modeldir import read_complete_manifest
 
         return read_complete_manifest(directory) is not None

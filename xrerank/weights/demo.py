@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from xrerank.errors import BadInput
 from xrerank.families import by_demo_id, demo_families
 from xrerank.weights import Fetched, WeightSource, read_config_file
 from xrerank.weights.generated import DEMO_CONFIG, DEMO_MODEL_ID, DEMO_VOCAB_SIZE, make_demo_model
@@ -20,6 +21,16 @@ class Demo(WeightSource):
         if model_id is not None and by_demo_id(model_id) is None:
             return f"model_id {model_id!r} is no demo; the demos: {', '.join(f.demo_id for f in demo_families())}"
         return None
+
+    def is_complete(self, directory: Path, model_id: str | None = None) -> bool:
+        manifest = read_complete_manifest(directory)
+        wanted = model_id or DEMO_MODEL_ID
+        if manifest is not None and manifest.get("model_id") != wanted:
+            raise BadInput(
+                f"{directory} holds another demo ({manifest.get('model_id')}), not {wanted}; give weights.dir "
+                "another directory, or remove that one"
+            )
+        return manifest is not None
 
     def ensure(self, directory: Path, model_id: str | None, revision: str | None, endpoint: str | None) -> Fetched:
         changed = read_complete_manifest(directory) is None

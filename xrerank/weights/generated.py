@@ -53,7 +53,7 @@ def _generate(directory: str | Path, model_id: str, seed: int, write: Callable[[
     manifest = read_complete_manifest(target)
     if manifest is not None:
         if manifest.get("model_id") != model_id:
-            raise BadInput(f"{target} holds another model ({manifest.get('model_id')}); choose another directory")
+            raise _another_model(target, manifest)
         return target
     if target.is_dir() and any(target.iterdir()):
         raise BadInput(f"{target} exists and is not an xrerank model directory; choose an empty or new directory")
@@ -62,17 +62,27 @@ def _generate(directory: str | Path, model_id: str, seed: int, write: Callable[[
     _remove_abandoned_staging(target)
     staging = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(target)}{os.getpid()}-", dir=target.parent))
     try:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # stderr is for xrerank's own lines
         write(staging)
         write_manifest(staging, {"source": "demo", "model_id": model_id, "revision": f"seed-{seed}"})
         staging.chmod(0o755)  # mkdtemp makes it private; the server may run as another user
         try:
             os.rename(staging, target)  # replaces an empty directory; fails on a full one
         except OSError:
-            if read_complete_manifest(target) is None:  # not another run's finished model
+            finished = read_complete_manifest(target)  # another run's, done first
+            if finished is None:
                 raise
+            if finished.get("model_id") != model_id:
+                raise _another_model(target, finished) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _another_model(target: Path, manifest: dict) -> BadInput:
+    return BadInput(f"{target} holds another model ({manifest.get('model_id')}); choose another directory")
 
 
 def _staging_prefix(target: Path) -> str:

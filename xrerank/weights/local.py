@@ -18,7 +18,7 @@ class Local(WeightSource):
         inspect_model_dir(directory)
         return Fetched(directory, {}, changed=False)
 
-    def is_complete(self, directory: Path) -> bool:
+    def is_complete(self, directory: Path, model_id: str | None = None) -> bool:
         try:
             inspect_model_dir(directory)
         except BadInput:

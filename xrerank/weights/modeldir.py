@@ -80,7 +80,11 @@ def _check_weights(directory: Path) -> None:
     for index_name in SHARD_INDEXES:
         index_path = directory / index_name
         if index_path.is_file():
-            shards = set(json.loads(index_path.read_text(encoding="utf-8")).get("weight_map", {}).values())
+            try:
+                weight_map = json.loads(index_path.read_text(encoding="utf-8")).get("weight_map", {})
+                shards = {str(shard) for shard in weight_map.values()}
+            except (ValueError, UnicodeDecodeError, AttributeError) as exc:
+                raise BadInput(f"{index_path} is not a shard index (a JSON object with a weight_map): {exc}") from None
             missing = sorted(s for s in shards if not (directory / s).is_file())
             if missing:
                 raise BadInput(f"{directory} is missing weight shards: {', '.join(missing)}")

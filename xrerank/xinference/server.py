@@ -306,7 +306,7 @@ class Xinference:
             for replica in [*self.replicas(model_uid), *(instance.replicas if instance else ())]:
                 if replica.id == replica_id and replica.error:
                     return replica.error
-        return "status ERROR (the server gave no reason; its log has it)"
+        return "status ERROR (the server gave no reason yet: `xrerank status` shows it once recorded, its log has it)"
 
     def _raise_if_launch_failed(self, model_uid: str) -> None:
         record = self.instance(model_uid)
