@@ -91,7 +91,7 @@ def test_fp16_replicas_pass_with_the_tolerance_fp16_implies(run, xinference):
     result, report = _verify(run, xinference, xinference.endpoint, FP16, "--suite", "mechanics", "--dtype", "float16")
     assert result.exit_code == 0, report
     check = next(c for c in report["checks"] if c["name"] == "matches-in-process")
-    assert "reference float32 on cpu for float16 replicas, tolerance 2.0e-03" in check["detail"]
+    assert "float32 on cpu for float16 replicas, tolerance 2.0e-03" in check["detail"]
     # the same replicas held to fp32's tolerance: their half-precision rounding shows
     result, report = _verify(run, xinference, xinference.endpoint, FP16, "--suite", "mechanics", "--dtype", "float32")
     assert result.exit_code == 1
