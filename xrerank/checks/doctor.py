@@ -481,7 +481,7 @@ def family_findings(config: dict, server_here: bool, trusting: bool | None = Non
         elif importlib.util.find_spec(package) is None:
             findings.append(Finding("deployment", f"package {package}", FAIL,
                                     f"{family.title} needs {package}, which the server's Python lacks",
-                                    "pip install 'xrerank[llm-based]'" if package == "FlagEmbedding"
+                                    f"pip install 'xrerank[{family.server_extra}]'" if family.server_extra
                                     else f"pip install {package}"))  # fmt: skip
     if family.runs_repository_code and trusting is False:
         evidence = "the model ships its own code; the embedded server runs without XINFERENCE_TRUST_REMOTE_CODE=1"

@@ -423,7 +423,10 @@ def family_view(target: Target) -> dict | None:
 
 
 def check_family_rules(target: Target) -> None:
-    """The name rule and the code opt-in, as soon as the family is known (a dry run too)."""
+    """The name rule and the code opt-in before the weights are here, as soon as the family is known (a
+    demo's, from its model_id): a dry run too. Once the weights are here, `desired_spec` checks them."""
+    if target.source.is_complete(target.weights, target.deployment.weights.model_id):
+        return
     known = known_family(target)
     if known is not None:
         registration = target.deployment.registration

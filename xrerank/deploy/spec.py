@@ -11,7 +11,6 @@ from pathlib import Path
 
 from xrerank.errors import BadInput
 from xrerank.families import Family, check_name
-from xrerank.families.qwen3 import MIN_TOKENS
 from xrerank.families.remote_code import code_files
 from xrerank.names import validate_model_name
 from xrerank.weights.modeldir import ModelDir
@@ -45,8 +44,8 @@ def build_spec(
                 f"({model.max_tokens_limit}, from max_position_embeddings in config.json)"
             )
     tokens = max_tokens if max_tokens is not None else model.max_tokens_limit
-    if model.family.qwen3_name and (tokens is None or tokens < MIN_TOKENS):
-        raise BadInput(f"a {model.family.title} needs max_tokens of at least {MIN_TOKENS} (its prompt takes ~50)")
+    if model.family.min_tokens > 1 and (tokens is None or tokens < model.family.min_tokens):
+        raise BadInput(f"a {model.family.title} needs max_tokens of at least {model.family.min_tokens}")
     return {
         "version": 2,
         "model_name": model_name,

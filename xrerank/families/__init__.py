@@ -59,6 +59,8 @@ class Family:
     server_packages: tuple[str, ...] = ("sentence_transformers",)  # what the server's Python needs
     runs_repository_code: bool = False  # the repository's own .py files run on the server
     batch_pairs: int = 32  # pairs per forward pass on the server, for the memory estimate
+    min_tokens: int = 1  # the smallest max_tokens the server's scoring path works with
+    server_extra: str | None = None  # xrerank's extra that installs `server_packages`, if one does
     demo_id: str | None = None  # the demo weights' model_id, for families that can be made offline
 
     def recognises(self, config: dict) -> bool:

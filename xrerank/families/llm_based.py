@@ -20,6 +20,7 @@ class LlmBased(Family):
     route = "FlagEmbedding's FlagLLMReranker (type: LLM-based)"
     xinference_type = "LLM-based"
     server_packages = ("FlagEmbedding",)
+    server_extra = "llm-based"
     batch_pairs = 16
 
     def recognises(self, config: dict) -> bool:

@@ -36,6 +36,7 @@ class Qwen3(Family):
     qwen3_name = True
     server_packages = ("transformers", "accelerate")
     batch_pairs = MICRO_BATCH
+    min_tokens = MIN_TOKENS
     demo_id = "xrerank/demo-qwen3-reranker"
 
     def recognises(self, config: dict) -> bool:
