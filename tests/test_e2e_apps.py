@@ -7,11 +7,13 @@ RAGFlow's forms filled into the exact requests their Xinference connectors send.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 from urllib.parse import urljoin
 
 import pytest
@@ -52,7 +54,9 @@ def app_env(xinference, home, deployed):
     exported = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in result.stdout.splitlines())
     assert exported["XRERANK_API_KEY"].startswith("xf-") and exported["XRERANK_MODEL_UID"] == UID
     assert exported["XRERANK_API_KEY"] not in result.stderr
-    assert "this output holds the key created for recipes, limited to apps-reranker" in result.stderr
+    assert "note: this output holds a new key for the app recipes, limited to apps-reranker; keep it out of logs" in (
+        result.stderr.splitlines()
+    )
     return {**os.environ, **exported}
 
 
@@ -80,16 +84,132 @@ def test_connect_prints_the_urls_uid_and_a_hidden_key(run, admin, xinference, ap
     assert key not in result.stdout and document["rerank_url"] == f"{xinference.endpoint}/v1/rerank"
 
 
-@pytest.mark.parametrize("form", ["python", "llama-index", "langchain", "cohere", "rerankers", "xinference-client"])
-def test_each_code_recipe_runs_against_the_server_and_ranks(run, admin, app_env, form):
-    lines = _python(_recipe(run, admin, form), app_env)
-    assert len(lines) == 2, lines  # two documents ranked, each with its score
+# format -> the consumer's own virtualenv (tests/consumers/NAME.txt), or None: the suite's environment.
+CONSUMERS = {
+    "python": None, "llama-index": None, "langchain": None, "cohere": None, "rerankers": None,
+    "xinference-client": None, "haystack": "cohere-v7", "cohere-v2": "cohere-v7", "haystack-cohere": "cohere-v7",
+    "litellm": "cohere-v7", "langchain-cohere": "cohere-v5", "llama-index-cohere": "cohere-v5",
+    "llama-index-xinference": "cohere-v5",
+}  # fmt: skip
+# What each consumer says of a wrong key, in its own words (rerankers does not look at the status).
+REFUSALS = {
+    "python": "RerankError", "llama-index": "RerankError", "langchain": "RerankError", "haystack": "RerankError",
+    "cohere": "UnauthorizedError", "cohere-v2": "UnauthorizedError", "haystack-cohere": "UnauthorizedError",
+    "langchain-cohere": "UnauthorizedError", "llama-index-cohere": "UnauthorizedError",
+    "litellm": "AuthenticationError", "llama-index-xinference": "status code 401", "rerankers": "KeyError: 'results'",
+    "xinference-client": "Could not validate credentials",
+}  # fmt: skip
+CONSUMERS_DIR = Path(__file__).resolve().parent / "consumers"
+
+
+@pytest.fixture(scope="module")
+def consumer_pythons(built_wheel, tmp_path_factory) -> dict:
+    """Each consumer set in a virtualenv of its own, installed from the package index as a user would;
+    the Cohere-v7 one also holds xrerank's wheel with its haystack extra. Both install at once."""
+    root, pythons, installs = tmp_path_factory.mktemp("consumers"), {None: sys.executable}, {}
+    for name in ("cohere-v5", "cohere-v7"):
+        subprocess.run([sys.executable, "-m", "venv", str(root / name)], check=True)
+        pythons[name] = str(root / name / "bin" / "python")
+        extra = [f"xrerank[haystack] @ {built_wheel.as_uri()}"] if name == "cohere-v7" else []
+        installs[name] = subprocess.Popen(
+            [pythons[name], "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r",
+             str(CONSUMERS_DIR / f"{name}.txt"), *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+    for name, install in installs.items():
+        output = install.communicate(timeout=1200)[0]
+        assert install.returncode == 0, f"{name}: {output[-3000:]}"
+    return pythons
+
+
+def _route(xinference) -> str:
+    from xrerank.xinference.gateway import running
+
+    route = running(xinference.directory)
+    assert route is not None, "the embedded server runs without its Cohere-v2 route"
+    return route.url
+
+
+def _program(run, admin, xinference, form: str) -> str:
+    result = run(*admin, "connect", "--model-uid", UID, "--key", "recipes", "--format", form, "--v2-url",
+                 _route(xinference))  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    return result.stdout
+
+
+def _ranked(python: str, code: str, env: dict) -> list[str]:
+    """The documents a printed program ranked, best first (each line: a score, a space, the text)."""
+    if python != sys.executable:  # a consumer's own virtualenv: nothing of the suite's on its path
+        env = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    done = subprocess.run([python, "-c", code], env=env, capture_output=True, text=True, timeout=180, cwd="/")
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranked = []
+    for line in done.stdout.splitlines():
+        score, _, text = line.partition(" ")
+        assert 0.0 <= float(score) <= 1.0, line
+        ranked.append(text)
+    return ranked
+
+
+@pytest.mark.parametrize("form", list(CONSUMERS))
+def test_each_consumer_ranks_three_documents_as_the_client_does(run, admin, xinference, app_env, consumer_pythons,
+                                                                 form):  # fmt: skip
+    from xrerank.client import Reranker
+    from xrerank.integrations.snippets import DOCUMENTS, QUERY
+
+    with Reranker(xinference.endpoint, UID, api_key=app_env["XRERANK_API_KEY"]) as client:
+        expected = [result.document for result in client.rerank(QUERY, list(DOCUMENTS))]
+    assert len(set(expected)) == 3
+    assert _ranked(consumer_pythons[CONSUMERS[form]], _program(run, admin, xinference, form), app_env) == expected
+
+
+@pytest.mark.parametrize("form", list(CONSUMERS))
+def test_a_wrong_key_gets_each_consumers_own_error_at_once(run, admin, xinference, app_env, consumer_pythons, form):
+    env = {**app_env, "XRERANK_API_KEY": "xf-" + "0" * 24, "PYTHONPATH": ""}
+    python = consumer_pythons[CONSUMERS[form]]
+    done = subprocess.run([python, "-c", _program(run, admin, xinference, form)], env=env, capture_output=True,
+                          text=True, timeout=120, cwd="/")  # fmt: skip
+    ranked = [line for line in done.stdout.splitlines() if line[:1].isdigit()]  # litellm prints help to stdout
+    assert done.returncode != 0 and ranked == [], done.stdout
+    assert REFUSALS[form] in done.stderr, done.stderr[-2000:]
+
+
+def test_the_route_forwards_rerank_only_and_turns_basic_credentials_into_the_bearer_key(xinference, app_env):
+    route = _route(xinference)
+    body = {"model": UID, "query": "q", "documents": ["a", "b"], "max_tokens_per_doc": 64}
+    good = {"Authorization": f"Bearer {app_env['XRERANK_API_KEY']}"}
+    answer = requests.post(f"{route}/v2/rerank", json=body, headers=good, timeout=60)
+    assert answer.status_code == 200 and len(answer.json()["results"]) == 2
+    # Basic credentials (llama-index's XinferenceRerank, the key in its URL) become the Bearer key.
+    assert requests.post(f"{route}/v1/rerank", json=body, auth=("xrerank", app_env["XRERANK_API_KEY"]),
+                         timeout=60).status_code == 200  # fmt: skip
+    assert requests.post(f"{route}/v2/rerank", json=body, timeout=60).status_code == 401  # Xinference's check
+    elsewhere = requests.get(f"{route}/v1/models", headers=good, timeout=60)
+    assert elsewhere.status_code == 404 and xinference.endpoint in elsewhere.json()["detail"]
+
+
+def test_bad_keys_through_the_route_ban_their_sender_not_every_app_behind_the_route(xinference, app_env):
+    """The route names the caller to Xinference (X-Forwarded-For): an app retrying a stale key gets
+    its own address banned, and the other apps reaching Xinference through the route keep working."""
+    from xrerank.client.http import Api, Banned, Credentials, Refused
+    from xrerank.xinference import local
+
+    route, body = _route(xinference), {"model": UID, "query": "q", "documents": ["a", "b"]}
+    stale = Api(route, Credentials(api_key="xf-" + "1" * 24), source_address="127.0.0.3")
+    try:
+        with pytest.raises(Banned):
+            for _ in range(150):  # the embedded server bans after 100 failures in a minute
+                with contextlib.suppress(Refused):
+                    stale.post("/v2/rerank", json=body)
+        other_app = Api(route, Credentials(api_key=app_env["XRERANK_API_KEY"]))  # from 127.0.0.1
+        assert len(other_app.post("/v2/rerank", json=body)["results"]) == 2
+    finally:
+        local.unban(xinference.directory)
 
 
 def test_the_curl_recipe_runs(run, admin, app_env):
     done = subprocess.run(["bash", "-c", _recipe(run, admin, "curl")], env=app_env, capture_output=True, text=True)
     answer = json.loads(done.stdout)
-    assert sorted(item["index"] for item in answer["results"]) == [0, 1]
+    assert sorted(item["index"] for item in answer["results"]) == [0, 1, 2]
 
 
 def _form(text: str) -> dict[str, str]:
@@ -163,6 +283,31 @@ def test_a_key_per_app_is_limited_to_its_model_and_revoked_at_once_without_the_o
     assert ranks(created["api_key"]) == 401  # at once
     assert ranks(app_env["XRERANK_API_KEY"]) == 200  # the other app's key keeps working
     assert run.json(*admin, "keys", "revoke", "revoked-app")[1]["outcome"] == "absent"
+
+
+@pytest.mark.parametrize(
+    "flags, form, note",
+    [(("--new-key", "notes-a"), "env", "this output holds a new key for the app notes-a, limited to apps-reranker"),
+     (("--new-key", "notes-b"), "python", "a key for the app notes-b was created; `xrerank connect --key notes-b "
+                                          "--format env` prints it as XRERANK_API_KEY, which the recipes read"),
+     (("--key", "recipes"), "dotenv", "this output holds the key of the app recipes"),
+     (("--key", "recipes", "--show-key"), "haystack", "this output holds the key of the app recipes"),
+     (("--key", "recipes"), "cohere-v2", None), (("--key", "recipes"), "text", None)],
+)  # fmt: skip
+def test_connects_notes_read_as_sentences_in_every_combination(run, admin, xinference, app_env, flags, form, note):
+    result = run(*admin, "connect", "--model-uid", UID, *flags, "--format", form, "--v2-url", _route(xinference))
+    assert result.exit_code == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    if note is None:
+        assert notes == []
+    else:
+        assert notes == [f"note: {note}" + ("; keep it out of logs" if "holds" in note else "")]
+
+
+def test_a_cohere_v2_format_without_a_route_says_how_to_get_one(run, admin):
+    result = run(*admin, "connect", "--model-uid", UID, "--key", "recipes", "--format", "langchain-cohere")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1 and "xrerank gateway" in errors[0], result.stderr
 
 
 def test_connect_without_a_key_for_the_app_says_how_to_get_one(run, admin):

@@ -9,7 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
+import requests
 from conftest import DEMO
 
 pytestmark = pytest.mark.e2e
@@ -315,9 +317,16 @@ def test_up_demo_from_the_built_wheel_outside_the_checkout(installed_wheel, tmp_
         again = run("up", "--demo", "--port", port, "--json")
         assert again.returncode == 0 and json.loads(again.stdout)["changed"] is False
         assert credentials["api_key"] not in again.stdout
+        # The Cohere-v2 route started beside it, and connect finds it with no flag.
+        connected = run("connect", "--json")
+        route = json.loads(connected.stdout)["cohere_v2_base_url"]
+        assert connected.returncode == 0 and route.startswith("http://127.0.0.1:"), connected.stderr
+        route_pid = json.loads((home / "server" / "gateway.json").read_text())["pid"]
+        assert requests.get(f"{route}/xrerank/gateway", timeout=10).json()["pid"] == route_pid
     finally:
         assert run("down").stdout.strip() == "stopped"
     assert run("down").stdout.strip() == "not running"
+    assert not psutil.pid_exists(route_pid) and not (home / "server" / "gateway.json").exists()
 
 
 def test_up_with_the_hub_unreachable_says_so_and_points_to_the_demo(run, admin, xinference, monkeypatch):

@@ -233,7 +233,7 @@ def test_show_key_puts_the_key_into_the_code_recipes_and_only_then(run, admin, d
     key = shlex.split(line)[1].split("=", 1)[1]
     shown = run(*admin, "connect", "--model-uid", UID, "--key", "hard-shown", "--format", "python", "--show-key")
     assert shown.exit_code == 0 and repr(key) in shown.stdout and "os.environ" not in shown.stdout
-    assert "this output holds hard-shown's key" in shown.stderr
+    assert "this output holds the key of the app hard-shown" in shown.stderr
     hidden = run(*admin, "connect", "--model-uid", UID, "--key", "hard-shown", "--format", "curl")
     assert key not in hidden.stdout and "$XRERANK_API_KEY" in hidden.stdout
 

@@ -6,5 +6,6 @@ DEFAULT_ENDPOINT = "http://127.0.0.1:9997"
 API_KEY_ENV = "XRERANK_API_KEY"  # for the CLI, the integrations and connect's recipes
 HUBS = ("modelscope", "huggingface")
 MAX_REPLICAS = 256  # one model's replicas, a sanity bound far above a worker's room (records checks it too)
-CONNECT_FORMATS = ("text", "env", "dotenv", "curl", "python", "llama-index", "langchain", "cohere", "rerankers",
-                   "xinference-client", "dify", "ragflow")  # fmt: skip
+CONNECT_FORMATS = ("text", "env", "dotenv", "python", "llama-index", "langchain", "haystack", "cohere", "cohere-v2",
+                   "langchain-cohere", "llama-index-cohere", "llama-index-xinference", "haystack-cohere", "litellm",
+                   "rerankers", "xinference-client", "curl", "dify", "ragflow")  # fmt: skip

@@ -14,6 +14,7 @@ from xrerank.cli.base import (
     progress,
     valid_uid,
     valid_uids,
+    valid_url,
 )
 from xrerank.cli.render import (
     emit_json,
@@ -35,9 +36,13 @@ from xrerank.defaults import API_KEY_ENV, CONNECT_FORMATS
 @click.option("--new-key", metavar="APP", help="Create a key for this app (limited to the model) and use it.")
 @click.option("--key", "key_name", metavar="APP", help="Use the key created before for this app.")
 @click.option("--show-key", is_flag=True, help="Print the key itself where the format would hide it.")
+@click.option(
+    "--v2-url", metavar="URL", callback=checked(valid_url),
+    help="The Cohere-v2 route's URL, for a server xrerank did not start (see `xrerank gateway`).",
+)  # fmt: skip
 @json_option
 @click.pass_obj
-def connect(context, file, model_uid, form, new_key, key_name, show_key, as_json):
+def connect(context, file, model_uid, form, new_key, key_name, show_key, v2_url, as_json):
     """Print what an app needs to call the reranker: URLs, model uid, key, per consumer.
 
     Code recipes read the key from $XRERANK_API_KEY; `--format env` prints that line. A key is
@@ -47,6 +52,7 @@ def connect(context, file, model_uid, form, new_key, key_name, show_key, as_json
         eval "$(xrerank connect --new-key my-rag-app --format env)"; xrerank connect --format python
     """
     from xrerank.integrations.recipes import describe, prints_key, recipe
+    from xrerank.xinference.gateway import running
     from xrerank.xinference.local import embedded_at
     from xrerank.xinference.serving import rerank_target
 
@@ -58,15 +64,18 @@ def connect(context, file, model_uid, form, new_key, key_name, show_key, as_json
     model_uid = rerank_target(session.server, model_uid)[0]
     embedded = embedded_at(session.endpoint)
     app_url = embedded.advertised_endpoint if embedded is not None else None
-    connection = describe(session, model_uid, new_key, key_name, app_url)
+    if v2_url is None and embedded is not None:
+        route = running(embedded.directory)
+        v2_url = route.advertised_url if route is not None else None
+    connection = describe(session, model_uid, new_key, key_name, app_url, v2_url)
     if as_json:
         emit_json(connection.as_dict(show_key))
         return
     if prints_key(form, connection, show_key):
         progress(f"note: this output holds {connection.key_note}; keep it out of logs")
     elif new_key is not None:
-        progress(f"note: {new_key}'s key was created; `xrerank connect --key {new_key} --format env` prints it "
-                 f"as {API_KEY_ENV}, which the recipes read")  # fmt: skip
+        progress(f"note: a key for the app {new_key} was created; `xrerank connect --key {new_key} --format env` "
+                 f"prints it as {API_KEY_ENV}, which the recipes read")  # fmt: skip
     click.echo(recipe(connection, form, show_key))
 
 

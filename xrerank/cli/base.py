@@ -88,6 +88,12 @@ def valid_name(value: str) -> str:
     return validate_model_name(value, builtin_ok=True)  # status, launch and unregister may name a built-in
 
 
+def valid_url(value: str) -> str:
+    from xrerank.client.http import parse_endpoint
+
+    return parse_endpoint(value)
+
+
 def valid_uids(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(valid_uid(value) for value in values)
 

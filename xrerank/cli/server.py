@@ -17,6 +17,7 @@ from xrerank.cli.base import (
     progress,
     state_line,
     stopped,
+    valid_url,
     wait_option,
 )
 from xrerank.cli.render import (
@@ -56,6 +57,15 @@ host_option = click.option(
 )
 
 
+v2_port_option = click.option(
+    "--v2-port",
+    type=click.IntRange(0, 65535),
+    envvar="XRERANK_V2_PORT",
+    show_envvar=True,
+    help="The Cohere-v2 route's port (default: --port + 1 when free, else any; 0: no route).",
+)
+
+
 @cli.group("server")
 def server_group():
     """Run an embedded Xinference (its home, log, pid and credentials in one private directory)."""
@@ -70,9 +80,10 @@ def server_group():
     "--trust-remote-code", is_flag=True,
     help="Let models run the code their repositories ship (XINFERENCE_TRUST_REMOTE_CODE=1).",
 )  # fmt: skip
+@v2_port_option
 @wait_option(180, "for the server to answer")
 @json_option
-def server_start(port, host, home, no_auth, trust_remote_code, wait_for, legacy_wait, as_json):
+def server_start(port, host, home, no_auth, trust_remote_code, v2_port, wait_for, legacy_wait, as_json):
     """Start the server unless it runs; with auth on, create its admin and API key.
 
     \b
@@ -81,7 +92,7 @@ def server_start(port, host, home, no_auth, trust_remote_code, wait_for, legacy_
     from xrerank.xinference.local import start
 
     deadline = deadline_of(wait_for, legacy_wait)
-    running, started = start(home, port, not no_auth, deadline - time.monotonic(), host, trust_remote_code)
+    running, started = start(home, port, not no_auth, deadline - time.monotonic(), host, trust_remote_code, v2_port)
     _server_done(running, "started" if started else "already running", as_json)
 
 
@@ -135,7 +146,10 @@ def server_unban(home, as_json):
 
 
 def _server_done(running, outcome: str, as_json: bool) -> None:
+    from xrerank.xinference.gateway import running as route_of
     from xrerank.xinference.local import LOG_FILE
+
+    route = route_of(running.directory)
 
     document = {
         "outcome": outcome,
@@ -147,12 +161,43 @@ def _server_done(running, outcome: str, as_json: bool) -> None:
         "auth": running.auth,
         "trust_remote_code": running.trust_remote_code,
         "log": str(running.directory / LOG_FILE),
+        "cohere_v2_url": route.advertised_url if route else None,
     }
     where = running.endpoint
     if running.advertised_endpoint != running.endpoint:
         where += f", apps elsewhere: {running.advertised_endpoint}"
     trusting = ", repositories' code runs" if running.trust_remote_code else ""
-    done(document, as_json, f"{outcome}: {where} (pid {running.pid}, auth {'on' if running.auth else 'off'}{trusting})")
+    routed = f"; Cohere-v2 route: {route.advertised_url}" if route else ""
+    auth = "on" if running.auth else "off"
+    done(document, as_json, f"{outcome}: {where} (pid {running.pid}, auth {auth}{trusting}){routed}")
+
+
+@cli.command()
+@click.option("--port", type=click.IntRange(1, 65535), required=True, help="The port to serve the route on.")
+@host_option
+def gateway(port, host):
+    """Serve the Cohere-v2 route beside an Xinference xrerank did not start, until Ctrl-C.
+
+    It takes POST /v2/rerank (cohere.ClientV2, langchain-cohere, llama-index's and Haystack's
+    Cohere rankers) and /v1/rerank with the key as Basic auth (llama-index's XinferenceRerank),
+    and forwards both to the --endpoint's /v1/rerank; Xinference checks the key. The embedded
+    server runs one of its own (`server start --v2-port`).
+
+    \b
+        xrerank --endpoint http://10.0.0.5:9997 gateway --port 9998
+    """
+    from xrerank.errors import BadInput
+    from xrerank.xinference.gateway import serve
+    from xrerank.xinference.local import check_host, port_in_use
+
+    context = click.get_current_context().find_root().obj
+    if context.options.endpoint is None:
+        raise click.UsageError("give the Xinference it fronts: xrerank --endpoint URL gateway --port PORT")
+    upstream, host = valid_url(context.options.endpoint), check_host(host, auth=True)
+    if port_in_use(port):
+        raise BadInput(f"port {port} is in use by another program; choose another with --port")
+    progress(f"serving the Cohere-v2 route on http://{host}:{port}, forwarding to {upstream}/v1/rerank")
+    serve(upstream, host, port)
 
 
 @cli.command()
@@ -161,10 +206,11 @@ def _server_done(running, outcome: str, as_json: bool) -> None:
 @click.option("--family", type=click.Choice(demo_family_names()), help="With --demo: this family's tiny model instead.")
 @port_option
 @host_option
+@v2_port_option
 @wait_option(900, "for the server, the download and the deploy")
 @json_option
 @click.pass_obj
-def up(context, file, demo, family, port, host, wait_for, legacy_wait, as_json):
+def up(context, file, demo, family, port, host, v2_port, wait_for, legacy_wait, as_json):
     """Start the embedded server if none answers, deploy, verify, and show a sample ranking.
 
     Default: configs/bge-reranker-v2-m3-cpu.yaml (downloads ~2.3 GB from ModelScope);
@@ -176,7 +222,8 @@ def up(context, file, demo, family, port, host, wait_for, legacy_wait, as_json):
     from xrerank.deploy.up import SAMPLE_QUERY
     from xrerank.deploy.up import up as run
 
-    result = run(context.options, file, demo, deadline_of(wait_for, legacy_wait), port, host, progress, family)
+    result = run(context.options, file, demo, deadline_of(wait_for, legacy_wait), port, host, progress, family,
+                 v2_port)  # fmt: skip
     if as_json:
         emit_json(result.as_dict())
         return

@@ -91,6 +91,7 @@ def up(
     host: str = "127.0.0.1",
     progress: Callable[[str], None] = lambda message: None,
     family: str | None = None,
+    v2_port: int | None = None,
 ) -> UpResult:
     if file is not None and demo:
         raise BadInput("give a deployment FILE or --demo, not both")
@@ -114,7 +115,7 @@ def up(
         else:
             progress(f"starting Xinference on {host}:{port} (about 30 s)")
             embedded, _ = start(default_server_dir(), port, True, max(1.0, deadline - time.monotonic()), host,
-                                trust)  # fmt: skip
+                                trust, v2_port)  # fmt: skip
         endpoint = embedded.endpoint if embedded else f"http://127.0.0.1:{port}"
         options = Options(endpoint, options.api_key, options.username, options.password, options.timeout)
     session = open_session(options, target.deployment, progress)

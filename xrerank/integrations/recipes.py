@@ -8,7 +8,6 @@ recipes read the key from $XRERANK_API_KEY, and only the formats whose purpose i
 
 from __future__ import annotations
 
-import json
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from xrerank.defaults import API_KEY_ENV
 from xrerank.errors import BadInput
+from xrerank.integrations.snippets import HAYSTACK_KEY, KEY, SNIPPETS, through_route
 
 if TYPE_CHECKING:
     from xrerank.xinference.session import Session
@@ -32,6 +32,7 @@ class Connection:
     key: str | None
     key_name: str | None
     key_note: str  # where the key comes from, for people
+    v2_url: str | None = None  # the compatibility route (Cohere v2, key in the URL), for apps; None if none runs
 
     @property
     def rerank_url(self) -> str:
@@ -51,11 +52,12 @@ class Connection:
             "api_key": self.shown_key(show_key),
             "api_key_name": self.key_name,
             "api_key_from": self.key_note,
+            "cohere_v2_base_url": self.v2_url,
         }
 
 
 def describe(session: Session, model_uid: str, new_key: str | None = None, key_name: str | None = None,
-             app_base_url: str | None = None) -> Connection:  # fmt: skip
+             app_base_url: str | None = None, v2_url: str | None = None) -> Connection:  # fmt: skip
     """The connection for `model_uid`: a new app key (`new_key`), an existing one revealed (`key_name`),
     the key xrerank was given, or none when the server runs without auth."""
     from xrerank.xinference.keys import app_key, check_app_name, create_app_key
@@ -73,7 +75,7 @@ def describe(session: Session, model_uid: str, new_key: str | None = None, key_n
     given = server.credentials
     if new_key is not None:
         key, secret = create_app_key(server, new_key, (model_uid,))
-        found = (secret, key.name, f"the key created for {new_key}, limited to {model_uid}")
+        found = (secret, key.name, f"a new key for the app {new_key}, limited to {model_uid}")
     elif key_name is not None:
         matches = [k for k in app_key(server, key_name) if k.enabled]
         if not matches:
@@ -84,7 +86,7 @@ def describe(session: Session, model_uid: str, new_key: str | None = None, key_n
                 f"{key_name}'s key may use only {', '.join(matches[0].models)}, not {model_uid}; "
                 f"create another with --new-key"
             )
-        found = (server.reveal_key(usable[0].id), usable[0].name, f"{key_name}'s key")
+        found = (server.reveal_key(usable[0].id), usable[0].name, f"the key of the app {key_name}")
     elif given.api_key:
         found = (given.api_key, None, "the API key xrerank was given (shared: --new-key APP gives each app its own)")
     elif not server.auth_enabled():
@@ -95,89 +97,7 @@ def describe(session: Session, model_uid: str, new_key: str | None = None, key_n
             "existing one; or pass --api-key"
         )
     base = server.endpoint
-    return Connection(base, app_base_url or base, model_uid, found[0], found[1], found[2])
-
-
-def _python(connection: Connection) -> str:
-    return f"""import os
-from xrerank.client import Reranker
-
-reranker = Reranker("{connection.app_base_url}", "{connection.model_uid}", api_key=os.environ["{API_KEY_ENV}"])
-for result in reranker.rerank("What is AI?", ["AI is the study of intelligent machines.", "Apples are fruit."]):
-    print(result.index, round(result.score, 4), result.document)"""
-
-
-def _llama_index(connection: Connection) -> str:
-    return f"""# pip install 'xrerank[llama-index]'
-import os
-from llama_index.core.schema import NodeWithScore, TextNode
-from xrerank.integrations.llama_index import XrerankRerank
-
-rerank = XrerankRerank(endpoint="{connection.app_base_url}", model_uid="{connection.model_uid}",
-                       api_key=os.environ["{API_KEY_ENV}"], top_n=2)
-# in a query engine: index.as_query_engine(similarity_top_k=20, node_postprocessors=[rerank])
-texts = ["AI is the study of intelligent machines.", "Apples are fruit."]
-nodes = [NodeWithScore(node=TextNode(text=text)) for text in texts]
-for node in rerank.postprocess_nodes(nodes, query_str="What is AI?"):
-    print(round(node.score, 4), node.node.get_content())"""
-
-
-def _langchain(connection: Connection) -> str:
-    return f"""# pip install 'xrerank[langchain]'
-import os
-from langchain_core.documents import Document
-from xrerank.integrations.langchain import XrerankRerank
-
-compressor = XrerankRerank(endpoint="{connection.app_base_url}", model_uid="{connection.model_uid}",
-                           api_key=os.environ["{API_KEY_ENV}"], top_n=2)
-# in a chain: ContextualCompressionRetriever(base_compressor=compressor, base_retriever=retriever)
-documents = [Document(page_content=t) for t in ["AI is the study of intelligent machines.", "Apples are fruit."]]
-for document in compressor.compress_documents(documents, "What is AI?"):
-    print(round(document.metadata["relevance_score"], 4), document.page_content)"""
-
-
-def _cohere(connection: Connection) -> str:
-    return f"""# pip install cohere   (the v1 Client: ClientV2 calls /v2/rerank, which Xinference answers 405)
-import os
-import cohere
-
-co = cohere.Client(base_url="{connection.app_base_url}", api_key=os.environ["{API_KEY_ENV}"])  # the host, no /v1
-response = co.rerank(model="{connection.model_uid}", query="What is AI?",
-                     documents=["AI is the study of intelligent machines.", "Apples are fruit."], top_n=2)
-for result in response.results:
-    print(result.index, round(result.relevance_score, 4))"""
-
-
-def _rerankers(connection: Connection) -> str:
-    return f"""# pip install rerankers   (model_type "cohere" speaks Xinference's /v1/rerank; url is the full route)
-import os
-from rerankers import Reranker
-
-ranker = Reranker("{connection.model_uid}", model_type="cohere", api_key=os.environ["{API_KEY_ENV}"],
-                  url="{connection.app_base_url}/v1/rerank", verbose=0)
-for result in ranker.rank("What is AI?", ["AI is the study of intelligent machines.", "Apples are fruit."]).results:
-    print(result.rank, round(result.score, 4), result.document.text)"""
-
-
-def _xinference_client(connection: Connection) -> str:
-    return f"""import os
-from xinference_client import RESTfulClient
-
-client = RESTfulClient("{connection.app_base_url}", api_key=os.environ["{API_KEY_ENV}"])
-model = client.get_model("{connection.model_uid}")
-documents = ["AI is the study of intelligent machines.", "Apples are fruit."]
-answer = model.rerank(documents, "What is AI?")  # documents first, then the query
-for result in answer["results"]:
-    print(result["index"], round(result["relevance_score"], 4))"""
-
-
-def _curl(connection: Connection) -> str:
-    body = json.dumps({"model": connection.model_uid, "query": "What is AI?",
-                       "documents": ["AI is the study of intelligent machines.", "Apples are fruit."]})  # fmt: skip
-    auth = f' -H "Authorization: Bearer ${API_KEY_ENV}"' if connection.key else ""
-    return (
-        f"curl -s {connection.app_base_url}/v1/rerank -H 'Content-Type: application/json'{auth} -d {shlex.quote(body)}"
-    )
+    return Connection(base, app_base_url or base, model_uid, found[0], found[1], found[2], v2_url)
 
 
 def _env_lines(connection: Connection) -> list[str]:
@@ -215,22 +135,24 @@ def _ragflow(connection: Connection, show_key: bool) -> str:
 
 
 def _text(connection: Connection, show_key: bool) -> str:
+    elsewhere = connection.app_base_url != connection.base_url
     lines = [
         f"base URL     {connection.base_url}",
-        *(
-            [f"from other hosts and containers: {connection.app_base_url}"]
-            if connection.app_base_url != connection.base_url
-            else []
-        ),  # noqa: E501
+        *([f"from other hosts and containers: {connection.app_base_url}"] if elsewhere else []),
         f"rerank URL   {connection.app_base_url}/v1/rerank   (POST, Cohere-style body)",
         f"model uid    {connection.model_uid}",
         f"API key      {connection.shown_key(show_key) or 'none needed'}"
         + (f"   ({connection.key_note})" if connection.key else ""),
+        f"Cohere v2    {connection.v2_url or 'no route runs (see: xrerank gateway --help)'}"
+        + ("   (base_url for ClientV2, langchain-cohere, llama-index, Haystack)" if connection.v2_url else ""),
         "",
-        "paste-ready: xrerank connect --format env|dotenv|curl|python|llama-index|langchain|cohere|rerankers|"
-        "xinference-client|dify|ragflow",
+        f"paste-ready: xrerank connect --format {'|'.join(form for form in RECIPES if form != 'text')}",
     ]
     return "\n".join(lines)
+
+
+def _code(program: Callable[[Connection], str]) -> tuple[bool, Callable[..., str]]:
+    return False, lambda connection, show_key: program(connection)
 
 
 # format -> (prints the key itself, the renderer). Code recipes read $XRERANK_API_KEY instead.
@@ -238,23 +160,23 @@ RECIPES: dict[str, tuple[bool, Callable[..., str]]] = {
     "text": (False, _text),
     "env": (True, _env),
     "dotenv": (True, _dotenv),
-    "curl": (False, lambda c, show: _curl(c)),
-    "python": (False, lambda c, show: _python(c)),
-    "llama-index": (False, lambda c, show: _llama_index(c)),
-    "langchain": (False, lambda c, show: _langchain(c)),
-    "cohere": (False, lambda c, show: _cohere(c)),
-    "rerankers": (False, lambda c, show: _rerankers(c)),
-    "xinference-client": (False, lambda c, show: _xinference_client(c)),
+    **{form: _code(program) for form, program in SNIPPETS.items()},
     "dify": (True, _dify),
     "ragflow": (True, _ragflow),
 }
 
 
 def recipe(connection: Connection, form: str, show_key: bool) -> str:
+    if through_route(form, connection) and connection.v2_url is None:
+        raise BadInput(
+            f"--format {form}: this consumer needs xrerank's compatibility route (Xinference answers only "
+            "/v1/rerank with a Bearer key), and none runs beside this server; the embedded server starts one, "
+            "or run `xrerank gateway --port PORT` beside yours and pass its URL with --v2-url"
+        )
     text = RECIPES[form][1](connection, show_key)
     if show_key and connection.key and not RECIPES[form][0]:
         # --show-key: the code recipes carry the key itself where they would read $XRERANK_API_KEY.
-        text = text.replace(f'os.environ["{API_KEY_ENV}"]', repr(connection.key))
+        text = text.replace(KEY, repr(connection.key)).replace(HAYSTACK_KEY, f"Secret.from_token({connection.key!r})")
         text = text.replace(f"${API_KEY_ENV}", connection.key)
     return text
 

@@ -69,7 +69,7 @@ class LocalServer:
     @property
     def endpoint(self) -> str:
         """What xrerank on this machine uses (loopback when the server listens on every address)."""
-        return f"http://{_local_host(self.host)}:{self.port}"
+        return f"http://{local_host(self.host)}:{self.port}"
 
     @property
     def advertised_endpoint(self) -> str:
@@ -82,7 +82,7 @@ class LocalServer:
         parts = urlsplit(endpoint)
         if parts.port != self.port:
             return False
-        return parts.hostname in {_local_host(self.host), advertised_host(self.host), "localhost", "127.0.0.1"}
+        return parts.hostname in {local_host(self.host), advertised_host(self.host), "localhost", "127.0.0.1"}
 
 
 @dataclass(frozen=True)
@@ -176,12 +176,17 @@ def start(
     timeout: float = 180.0,
     host: str = "127.0.0.1",
     trust_remote_code: bool = False,
+    v2_port: int | None = None,
 ) -> tuple[LocalServer, bool]:
     """Start xinference-local on `host`:`port` unless it already runs; return it and whether it was started.
 
     With `trust_remote_code`, the server runs the code that model repositories ship (auto_map), as
     Xinference 4.1 does only under XINFERENCE_TRUST_REMOTE_CODE=1; a server already running without
-    it is refused (BadInput): it must be restarted, which stops the models on it."""
+    it is refused (BadInput): it must be restarted, which stops the models on it.
+
+    Beside it runs the Cohere-v2 route (xrerank.xinference.gateway) on `v2_port`: by default the
+    server's port + 1 when free, else any free port; 0 turns it off. A server found running gets its
+    route started if it has none."""
     host = check_host(host, auth)
     executable = shutil.which("xinference-local") or str(Path(sys.executable).with_name("xinference-local"))
     if not Path(executable).exists():
@@ -198,8 +203,9 @@ def start(
             )
         if trust_remote_code and not current.server.trust_remote_code:
             raise untrusting(directory)
+        _route_beside(current.server, v2_port)
         return current.server, False
-    if _port_in_use(port):
+    if port_in_use(port):
         raise BadInput(f"port {port} is in use by another program; choose one with --port")
     home = private_directory(directory / "home")
     env = {**os.environ, "XINFERENCE_HOME": str(home), "HF_HUB_OFFLINE": "1", **RATE_LIMITS}
@@ -226,10 +232,24 @@ def start(
     try:
         if auth:
             _bootstrap_credentials(server, log_start)
+        _route_beside(server, v2_port)
     except BaseException:
         stop(directory)
         raise
     return server, True
+
+
+def _route_beside(server: LocalServer, v2_port: int | None) -> None:
+    from xrerank.xinference import gateway
+
+    port = gateway.choose_port(server.port, v2_port)
+    if port is None:
+        gateway.stop_beside(server.directory)
+        return
+    current = gateway.running(server.directory)
+    if current is not None and v2_port is None:
+        return  # the route keeps the port it has
+    gateway.start_beside(server.directory, server.endpoint, server.host, port, server.pid)
 
 
 PORT_RACE_RETRIES = 2
@@ -241,7 +261,7 @@ def _spawn(
     """xinference-local started in its own process group and recorded; also where its log starts."""
     log = os.open(directory / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     log_start = os.lseek(log, 0, os.SEEK_END)
-    metrics_port = _free_port()
+    metrics_port = free_port()
     process = subprocess.Popen(
         [executable, "--host", host, "--port", str(port), "-MH", "127.0.0.1", "-mp", str(metrics_port)],
         stdin=subprocess.DEVNULL,
@@ -272,7 +292,10 @@ def stop(directory: Path, timeout: float = 30.0) -> ServerState:
 
     Its state is "stopped", "not running", or "stale" when the recorded pid is another process now
     (the detail says why): that one is never signalled."""
+    from xrerank.xinference.gateway import stop_beside
+
     directory = directory.expanduser().resolve()
+    stop_beside(directory)
     state = inspect_server(directory)
     if state.state in ("not running", "stale"):
         (directory / STATE_FILE).unlink(missing_ok=True)
@@ -375,7 +398,7 @@ def advertised_host(host: str) -> str:
         return "127.0.0.1"
 
 
-def _local_host(host: str) -> str:
+def local_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::") else host
 
 
@@ -479,12 +502,12 @@ def _not_ours(server: LocalServer) -> str | None:
     return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
-def _port_in_use(port: int) -> bool:
+def port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
