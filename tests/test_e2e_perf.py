@@ -149,6 +149,53 @@ def test_tune_writes_the_best_settings_and_leaves_the_server_as_it_was(run, admi
     assert result.exit_code == 0 and again["changed"] is False
 
 
+def _keep(chart) -> None:
+    """With XRERANK_CHARTS_DIR set, the charts the tests draw are kept there, to be looked at."""
+    import os
+    import shutil
+
+    if os.environ.get("XRERANK_CHARTS_DIR"):
+        shutil.copy(chart, os.environ["XRERANK_CHARTS_DIR"])
+
+
+def test_bench_sweeps_callers_prints_a_table_and_draws_the_chart(run, admin, deployment, tmp_path):
+    chart = tmp_path / "sweep.png"
+    args = ("--sweep", "1,3", "--duration", "1.5", "--warmup", "0.5", "--docs", "8", "--doc-tokens", "8")
+    result, answer = run.json(*admin, "bench", deployment, *args, "--chart", chart)
+    assert result.exit_code == 0, result.stderr
+    levels = answer["sweep"]
+    assert [level["workload"]["concurrency"] for level in levels] == [1, 3]
+    assert all(level["answered"] > 0 and level["errors"] == 0 for level in levels)
+    assert answer["chart"] == str(chart) and chart.read_bytes().startswith(b"\x89PNG")
+    _keep(chart)
+    table = run(*admin, "bench", deployment, "--sweep", "2", "--duration", "1", "--warmup", "0")
+    rows = [line.split() for line in table.stdout.splitlines() if line.strip().startswith("2 ")]
+    assert table.exit_code == 0 and len(rows) == 1 and float(rows[0][2]) > 0  # callers, req/s, pairs/s, ...
+
+
+@pytest.mark.parametrize("args, reason", [(("--sweep", "0,4"), "each from 1 to 256"),
+                                          (("--sweep", "four"), "not a list of numbers"),
+                                          (("--chart", "bench.txt"), ".png or .svg")])  # fmt: skip
+def test_a_bad_sweep_or_chart_is_refused_before_any_load(run, admin, deployment, xinference, tmp_path, args, reason):
+    since = time.time()
+    result = run(*admin, "bench", deployment, *(str(tmp_path / a) if a.endswith(".txt") else a for a in args))
+    assert result.exit_code == 2 and reason in result.stderr, result.stderr
+    assert not [e for e in xinference.audit(after=since) if e["endpoint"] == "/v1/rerank"]
+
+
+def test_tune_for_latency_at_one_caller_reports_its_objective_and_draws_its_trials(run, admin, deployment,
+                                                                                   tmp_path):  # fmt: skip
+    untouched, chart = tmp_path / "latency.yaml", tmp_path / "trials.png"
+    untouched.write_text(deployment.read_text())
+    args = ("--objective", "latency", "--concurrency", "1", "--budget", "10", "--trial-duration", "1", "--warmup",
+            "0.5", "--no-write", "--chart", chart)  # fmt: skip
+    result, answer = run.json(*admin, "tune", untouched, *args)
+    assert result.exit_code == 0, result.stderr
+    assert answer["objective"] == "latency" and answer["best"]["bench"]["latency_ms"]["p50"] > 0
+    assert chart.read_bytes().startswith(b"\x89PNG")
+    _keep(chart)
+
+
 def test_tune_with_no_write_leaves_the_file_alone(run, admin, deployment, tmp_path):
     untouched = tmp_path / "untouched.yaml"
     untouched.write_text(deployment.read_text())

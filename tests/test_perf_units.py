@@ -1,5 +1,6 @@
 """The pure parts of the performance work: the score cache, the load loop, tune's choices and its file edit."""
 
+import json
 import re
 import threading
 import time
@@ -7,6 +8,7 @@ from collections import Counter
 
 import pytest
 from conftest import DEMO
+from loopback import LoopbackServer, QuietHandler
 
 from xrerank.client.cache import ScoreCache
 from xrerank.client.http import Api
@@ -210,3 +212,87 @@ def test_connections_are_kept_alive_only_through_https():
     assert Api("http://127.0.0.1:9997").keep_alive is False
     assert Api("https://rerank.example.com").keep_alive is True
     assert Api("http://127.0.0.1:9997", keep_alive=True).keep_alive is True
+
+
+# --- bench's own sender, sweeps, charts, tune's objective ----------------------------------------
+
+
+class _Rerank(QuietHandler):
+    """Answers /v1/rerank as Xinference does, one result per document; records what it was sent."""
+
+    seen: list = []
+    status = 200
+    drop_one = False
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).seen.append((self.path, dict(self.headers), body))
+        documents = body["documents"][: -1 if self.drop_one else None]
+        results = [{"index": i, "relevance_score": 0.5, "document": None} for i in range(len(documents))]
+        self.send_json(self.status, {"results": results} if self.status == 200 else {"detail": "refused"})
+
+
+def test_bench_sends_one_request_per_call_with_the_key_and_checks_the_answer():
+    from xrerank.perf.bench import BenchFailure, DirectSender
+
+    _Rerank.seen = []
+    with LoopbackServer(_Rerank) as server:
+        send = DirectSender(server.url, "model-\u00e9", "xf-key", timeout=10)
+        documents = ['a "quoted" text', "b\nnew line", "c \u4e2d"]
+        send("query \u2603", documents)
+        send("second", documents)  # the encoded documents are reused, the query is new
+        path, headers, body = _Rerank.seen[0]
+        assert path == "/v1/rerank" and headers["Authorization"] == "Bearer xf-key"
+        assert headers["Connection"] == "close"  # Nagle on the server's side: a connection per request
+        assert body == {"model": "model-\u00e9", "query": "query \u2603", "documents": documents}
+        assert _Rerank.seen[1][2]["query"] == "second"
+        _Rerank.drop_one = True
+        with pytest.raises(BenchFailure, match="answered 2 of 3 documents"):
+            send("q", documents)
+        _Rerank.drop_one, _Rerank.status = False, 401
+        with pytest.raises(BenchFailure) as refused:
+            send("q", documents)
+        assert refused.value.status == 401 and "HTTP 401" in str(refused.value)
+    _Rerank.status = 200
+    with pytest.raises(BenchFailure, match="connection failed"):
+        DirectSender(server.url, "m", None, timeout=2)("q", ["a"])  # the server is gone
+
+
+def _result(callers: int, p50_ms: float, rate: float) -> BenchResult:
+    latencies = [p50_ms / 1000] * 9 + [2 * p50_ms / 1000]
+    return BenchResult(Workload(docs=16, concurrency=callers), len(latencies) / rate, latencies=latencies)
+
+
+@pytest.mark.parametrize("suffix, magic", [(".png", b"\x89PNG"), (".svg", b"<?xml")])
+def test_a_sweep_and_tune_trials_are_drawn_to_png_and_svg(tmp_path, suffix, magic):
+    from xrerank.perf.chart import check_chart_path, sweep_chart, tune_chart
+    from xrerank.perf.tune import Trial, Tuning
+
+    sweep = [_result(1, 30, 30), _result(4, 70, 55), _result(16, 250, 60), _result(48, 1000, 48)]
+    path = sweep_chart(sweep, check_chart_path(tmp_path / f"sweep{suffix}"), "demo")
+    assert path.read_bytes().startswith(magic) and path.stat().st_size > 5000
+    trials = [Trial(Setting(1, 2), sweep[0]), Trial(Setting(2, 1), sweep[1]), Trial(Setting(2, 1, 64, 0.01))]
+    trials[2].failure = "boom"
+    drawn = tune_chart(Tuning(trials, trials[1], [], Workload()), tmp_path / f"tune{suffix}", "tune")
+    assert drawn.read_bytes().startswith(magic)
+
+
+@pytest.mark.parametrize("name, reason", [("chart.txt", ".png or .svg"), ("missing/chart.png", "does not exist")])
+def test_a_chart_path_that_cannot_be_written_is_refused(tmp_path, name, reason):
+    from xrerank.perf.chart import check_chart_path
+
+    with pytest.raises(BadInput, match=reason):
+        check_chart_path(tmp_path / name)
+
+
+def test_tune_for_latency_picks_the_lowest_p50_and_tries_spreading_a_request_over_replicas():
+    from xrerank.perf.tune import Trial, best_of
+
+    fast = Trial(Setting(2, 1, chunk_size=8), _result(1, 20, 40))
+    busy = Trial(Setting(1, 2), _result(1, 30, 60))
+    broken = Trial(Setting(2, 1))
+    assert best_of([fast, busy, broken], "latency") is fast
+    assert best_of([fast, busy, broken], "throughput") is busy
+    tried = candidates(Setting(2, 1), cores=2, docs=16, objective="latency")
+    assert Setting(2, 1, chunk_size=8) in tried and tried[0] == Setting(2, 1)
+    assert not any(setting.chunk_size for setting in candidates(Setting(2, 1), cores=2, docs=16))

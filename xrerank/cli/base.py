@@ -94,6 +94,17 @@ def valid_url(value: str) -> str:
     return parse_endpoint(value)
 
 
+def caller_levels(value: str) -> tuple[int, ...]:
+    """--sweep 1,4,16,48: numbers of callers, each 1 to 256, at most 12 of them."""
+    try:
+        levels = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise BadInput(f"{value!r} is not a list of numbers of callers; e.g. 1,4,16,48") from None
+    if not levels or len(levels) > 12 or not all(1 <= level <= 256 for level in levels):
+        raise BadInput(f"{value!r}: give 1 to 12 numbers of callers, each from 1 to 256; e.g. 1,4,16,48")
+    return levels
+
+
 def valid_uids(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(valid_uid(value) for value in values)
 

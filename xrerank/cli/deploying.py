@@ -125,25 +125,47 @@ def verify(context, file, model_uid, suite, cases, dtype, as_json):
 @click.option("--budget", type=click.FloatRange(min=10), default=300, show_default=True, help="Seconds in all.")
 @click.option("--trial-duration", type=click.FloatRange(1, 600), default=10, show_default=True, help="Seconds each.")
 @workload_options
+@click.option(
+    "--objective", type=click.Choice(["throughput", "latency"]), default="throughput", show_default=True,
+    help="The most pairs/s, or the lowest p50 at --concurrency callers (tries spreading a request over replicas).",
+)  # fmt: skip
 @click.option("--no-write", is_flag=True, help="Print the table, leave FILE as it is.")
+@click.option(
+    "--chart", type=click.Path(dir_okay=False, path_type=Path),
+    help="Draw the trials into this .png or .svg (needs xrerank[charts]).",
+)  # fmt: skip
 @json_option
 @click.pass_obj
-def tune(context, file, budget, trial_duration, concurrency, docs, doc_tokens, warmup, no_write, as_json):
-    """Try launch settings on FILE's server within a time budget; write the fastest into FILE.
+def tune(context, file, budget, trial_duration, concurrency, docs, doc_tokens, warmup, objective, no_write, chart,
+         as_json):  # fmt: skip
+    """Try launch settings on FILE's server within a time budget; write the best into FILE.
 
     Trials run under a scratch uid (<uid>-tune), one at a time, and are terminated; the running
     deployment is not touched. Apply the result with `xrerank deploy FILE --replace`.
 
     \b
         xrerank tune configs/demo.yaml --budget 180
+        xrerank tune configs/demo.yaml --objective latency --concurrency 1 --chart trials.png
     """
     from xrerank.perf.bench import Workload
     from xrerank.perf.tune import tune as run
     from xrerank.perf.tune import write_best
 
+    if chart is not None:
+        from xrerank.perf.chart import check_chart_path
+
+        chart = check_chart_path(chart)
     target, session = context.target(file)
     workload = Workload(docs, doc_tokens, concurrency, trial_duration, warmup=warmup)
-    tuning = run(session, target.settings, workload, budget, progress)
+    tuning = run(session, target.settings, workload, budget, progress, objective=objective)
+    if chart is not None and tuning.trials:
+        from xrerank.perf.chart import tune_chart
+
+        title = (
+            f"tune {target.settings.uid} for {objective}: {concurrency} callers, {docs} documents of {doc_tokens} words"
+        )
+        tune_chart(tuning, chart, title)
+        progress(f"chart: {chart}")
     if tuning.best is None:
         if as_json:
             emit_json({"model_uid": target.settings.uid, **tuning.as_dict()})

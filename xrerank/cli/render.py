@@ -125,6 +125,26 @@ def bench_text(document: dict) -> str:
     return "\n".join(lines)
 
 
+def sweep_text(document: dict) -> str:
+    """bench --sweep: one row per number of callers."""
+    workload = document["workload"]
+    lines = [
+        f"{document['model_uid']} on {document['endpoint']}: {workload['docs']} documents of "
+        f"{workload['doc_tokens']} words, {workload['duration']:g} s per level after {workload['warmup']:g} s "
+        "of warm-up",
+        f"  {'callers':>7}{'req/s':>9}{'pairs/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}",
+    ]
+    for level in document["sweep"]:
+        latency = level["latency_ms"]
+        cells = "".join(f"{'-' if latency[q] is None else format(latency[q], '.1f'):>9}" for q in ("p50", "p95", "p99"))
+        rates = f"{level['requests_per_s']:>9.1f}{level['pairs_per_s']:>9.0f}"
+        lines.append(f"  {level['workload']['concurrency']:>7}{rates}{cells}{level['errors']:>8}")
+        lines += [f"          error {count} x {reason}" for reason, count in level["error_reasons"].items()]
+    if document.get("chart"):
+        lines.append(f"  chart: {document['chart']}")
+    return "\n".join(lines)
+
+
 def tune_text(tuning) -> str:
     header = ("replicas", "threads", "batch", "interval", "per GPU", "docs/req", "pairs/s", "req/s", "p50 ms",
               "p95 ms", "errors")  # fmt: skip
@@ -144,9 +164,10 @@ def tune_text(tuning) -> str:
             f"{latency['p50'] or 0:>9.1f}{latency['p95'] or 0:>9.1f}{result['errors']:>9}{ratio}"
         )
     workload = tuning.workload
+    best = "the lowest p50" if tuning.objective == "latency" else "the most pairs/s"
     lines.append(
         f"  ({workload.concurrency} callers, {workload.docs} documents of {workload.doc_tokens} words, "
-        f"{workload.warmup:g} s warm-up then {workload.duration:g} s each; - : the default; * : the best)"
+        f"{workload.warmup:g} s warm-up then {workload.duration:g} s each; - : the default; * : {best})"
     )
     if compare:
         limit = tuning.in_process

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from xrerank.cli.base import (
+    caller_levels,
     checked,
     cli,
     json_option,
@@ -21,6 +22,7 @@ from xrerank.cli.render import (
     emit_json,
     results_text,
     status_text,
+    sweep_text,
 )
 from xrerank.errors import BadInput, ExitCode
 
@@ -108,10 +110,18 @@ def _read_documents(stream) -> list[str]:
     "--in-process", is_flag=True,
     help="Also score the same documents in process here (on the GPU, in the replicas' dtype, when there is one).",
 )  # fmt: skip
+@click.option(
+    "--sweep", metavar="N,N,...", callback=checked(caller_levels),
+    help="Run once per number of callers, e.g. 1,4,16,48 (in place of --concurrency); print a table.",
+)  # fmt: skip
+@click.option(
+    "--chart", type=click.Path(dir_okay=False, path_type=Path),
+    help="Draw pairs/s and p50/p95 against callers into this .png or .svg (needs xrerank[charts]).",
+)  # fmt: skip
 @json_option
 @click.pass_obj
 def bench(context, file, model_uid, concurrency, docs, doc_tokens, warmup, duration, max_requests, queries,
-          cache_size, keep_alive, in_process, as_json):  # fmt: skip
+          cache_size, keep_alive, in_process, sweep, chart, as_json):  # fmt: skip
     """Load a deployed reranker for a bounded time; report latency p50/p95/p99 and throughput.
 
     Requests go out with the API key (never the admin login) and are not retried: every failure
@@ -119,21 +129,32 @@ def bench(context, file, model_uid, concurrency, docs, doc_tokens, warmup, durat
 
     \b
         xrerank bench configs/demo.yaml --concurrency 16 --duration 10
+        xrerank bench configs/demo.yaml --sweep 1,4,16,48 --chart bench.png
     """
     from xrerank.perf.bench import Workload, bench_model
 
+    if chart is not None:
+        from xrerank.perf.chart import check_chart_path
+
+        chart = check_chart_path(chart)  # refused before any load is sent
     if file is not None:
         target, session = context.target(file)
         model_uid = model_uid or target.settings.uid
     else:
         session = context.session()
     workload = Workload(docs, doc_tokens, concurrency, duration, max_requests, queries, warmup=warmup)
-    report = bench_model(session, model_uid, workload, cache_size, keep_alive, _bench_progress(duration), in_process)
+    report = bench_model(session, model_uid, workload, cache_size, keep_alive, _bench_progress(duration), in_process,
+                         sweep or ())  # fmt: skip
     document = report.as_dict()
     if sys.stderr.isatty():
         click.echo(err=True)
-    emit_json(document) if as_json else click.echo(bench_text(document))
-    if document["errors"]:
+    if chart is not None:
+        from xrerank.perf.chart import sweep_chart
+
+        title = f"{report.model_uid}: {docs} documents of {doc_tokens} words per request"
+        document["chart"] = str(sweep_chart(report.sweep or [report.result], chart, title))
+    emit_json(document) if as_json else click.echo(sweep_text(document) if sweep else bench_text(document))
+    if report.errors:
         sys.exit(ExitCode.FAILED)
 
 

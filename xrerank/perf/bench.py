@@ -7,14 +7,15 @@ is counted; latencies are those of the answered requests.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -110,6 +111,68 @@ class BenchResult:
 
 
 REFUSALS = (401, 403, 429)  # the key refused, or this address banned
+Send = Callable[[str, list[str]], object]  # rerank(query, documents), raising on any failure
+
+
+class BenchFailure(Exception):
+    """One request of the bench's own sender failed; `status` is the HTTP status, if any."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class DirectSender:
+    """What bench sends with when nothing needs the client (no cache, plain http, an API key).
+
+    The client and the server share the machine bench runs on, so every microsecond of the
+    loader's CPU comes out of the server's share. This one does no more per request than a
+    minimal loader does: each document list is encoded once, the request is a byte string put
+    together around the query, http.client sends it on a fresh connection (Xinference 4.1 leaves
+    Nagle's algorithm on, so a kept-alive one waits ~40 ms per request), and the answer is
+    checked for its status and for one result per document without decoding it."""
+
+    def __init__(self, endpoint: str, model_uid: str, api_key: str | None, timeout: float,
+                 source_address: str | None = None) -> None:  # fmt: skip
+        import json
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(endpoint)
+        self.host, self.port, self.timeout = parts.hostname, parts.port or 80, timeout
+        self.path = f"{parts.path.rstrip('/')}/v1/rerank"
+        self.headers = {"Content-Type": "application/json", "Connection": "close"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
+        self.source = (source_address, 0) if source_address else None
+        self.model = json.dumps(model_uid).encode()
+        self.encoded: dict[int, tuple[list[str], bytes]] = {}
+
+    def __call__(self, query: str, documents: list[str]) -> None:
+        import http.client
+        import json
+
+        held = self.encoded.get(id(documents))
+        if held is None or held[0] is not documents:  # keyed by identity: the prepared lists live on
+            held = self.encoded[id(documents)] = (documents, json.dumps(documents).encode())
+        body = b'{"model":%s,"query":%s,"documents":%s}' % (self.model, json.dumps(query).encode(), held[1])
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout,
+                                                source_address=self.source)  # fmt: skip
+        try:
+            connection.request("POST", self.path, body, self.headers)
+            response = connection.getresponse()
+            content = response.read()
+        except TimeoutError:
+            raise BenchFailure(f"no answer within {self.timeout:g} s") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise BenchFailure(f"connection failed: {type(exc).__name__}") from None
+        finally:
+            connection.close()
+        if response.status != 200:
+            reason = content[:300].decode("utf-8", "replace").replace("\n", " ")
+            raise BenchFailure(f"HTTP {response.status}: {reason}", response.status)
+        answered = content.count(b'"relevance_score"')
+        if answered != len(documents):
+            raise BenchFailure(f"answered {answered} of {len(documents)} documents")
 
 
 def run_bench(
@@ -265,22 +328,50 @@ def bench_model(
     keep_alive: bool | None = None,
     on_progress: Callable[[BenchResult], None] | None = None,
     compare_in_process: bool = False,
+    sweep: tuple[int, ...] = (),
 ) -> BenchReport:
     """`xrerank bench`: load `model_uid` (or the only rerank model) through the data-plane credential;
-    with `compare_in_process`, measure the same documents in process too (when the weights are here)."""
-    from xrerank.xinference.serving import open_client, rerank_target
+    with `sweep`, once per number of callers in it, one after the other; with `compare_in_process`,
+    measure the same documents in process too (when the weights are here)."""
+    from xrerank.xinference.serving import rerank_target
 
     if compare_in_process:
         require_server_side("bench --in-process")
     uid = rerank_target(session.server, model_uid)[0]
     weights = _weights_here(session, uid) if compare_in_process else None  # refused before any load is sent
-    cache = ScoreCache(cache_size) if cache_size else None
-    with open_client(
-        session, uid, retry_for=0, cache=cache, connections=workload.concurrency, keep_alive=keep_alive
-    ) as client:
-        result = run_bench(client.rerank, workload, on_progress, cache)
+    levels = sweep or (workload.concurrency,)
+    results = []
+    for callers in levels:
+        level = replace(workload, concurrency=callers)
+        results.append(_load(session, uid, level, cache_size, keep_alive, on_progress))
     limit = in_process_limit(*weights, workload) if weights else None
-    return BenchReport(session.endpoint, uid, result, limit)
+    return BenchReport(session.endpoint, uid, results[-1], limit, results if sweep else [])
+
+
+def _load(session: Session, uid: str, workload: Workload, cache_size: int, keep_alive: bool | None,
+          on_progress: Callable[[BenchResult], None] | None) -> BenchResult:  # fmt: skip
+    cache = ScoreCache(cache_size) if cache_size else None
+    with sender(session, uid, workload, cache=cache, keep_alive=keep_alive) as send:
+        return run_bench(send, workload, on_progress, cache)
+
+
+@contextlib.contextmanager
+def sender(session: Session, uid: str, workload: Workload, cache: ScoreCache | None = None,
+           keep_alive: bool | None = None, chunk_size: int | None = None) -> Iterator[Send]:  # fmt: skip
+    """What the load goes out with: the bench's own lean sender where nothing needs the client (no
+    cache, no chunking, plain http, an API key), else the client, never retrying."""
+    from xrerank.xinference.serving import open_client
+
+    credentials = session.data_credentials()
+    plain = session.endpoint.startswith("http://") and not keep_alive and not credentials.username
+    if cache is None and chunk_size is None and plain:
+        yield DirectSender(session.endpoint, uid, credentials.api_key, session.timeout, session.source_address)
+        return
+    options: dict = {"retry_for": 0, "cache": cache, "connections": workload.concurrency, "keep_alive": keep_alive}
+    if chunk_size:
+        options |= {"chunk_size": chunk_size, "parallel": max(4, -(-workload.docs // chunk_size))}
+    with open_client(session, uid, **options) as client:
+        yield client.rerank
 
 
 def _weights_here(session: Session, uid: str) -> tuple[Path, int | None, str]:
@@ -301,11 +392,18 @@ def _weights_here(session: Session, uid: str) -> tuple[Path, int | None, str]:
 class BenchReport:
     endpoint: str
     model_uid: str
-    result: BenchResult
+    result: BenchResult  # the (last) level's
     in_process: InProcess | None = None
+    sweep: list[BenchResult] = field(default_factory=list)  # every level's, with --sweep
+
+    @property
+    def errors(self) -> int:
+        return sum(sum(result.errors.values()) for result in self.sweep or [self.result])
 
     def as_dict(self) -> dict:
         document = {"endpoint": self.endpoint, "model_uid": self.model_uid, **self.result.as_dict()}
+        if self.sweep:
+            document["sweep"] = [result.as_dict() for result in self.sweep]
         if self.in_process is not None:
             ratio = self.in_process.ratio(self.result.pairs_per_second)
             document["in_process"] = {

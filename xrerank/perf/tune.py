@@ -20,9 +20,8 @@ from pathlib import Path
 
 from xrerank.deploy.engine import cpu_threads, launch_model, terminate_model
 from xrerank.errors import BadInput, XrerankError
-from xrerank.perf.bench import BenchResult, InProcess, Workload, in_process_limit, run_bench
+from xrerank.perf.bench import BenchResult, InProcess, Workload, in_process_limit, run_bench, sender
 from xrerank.xinference.records import LaunchSettings, Worker, repeated_per_gpu
-from xrerank.xinference.serving import open_client
 from xrerank.xinference.session import Session
 
 Progress = Callable[[str], None]
@@ -90,6 +89,18 @@ class Trial:
         }
 
 
+OBJECTIVES = ("throughput", "latency")
+
+
+def best_of(trials: list[Trial], objective: str) -> Trial | None:
+    """Throughput: the most pairs/s, then the lowest p95. Latency: the lowest p50, then p95, at the
+    workload's callers. Only trials without errors count."""
+    usable = [trial for trial in trials if trial.usable and trial.result is not None]
+    if objective == "latency":
+        return min(usable, key=lambda t: (t.result.percentile(0.5), t.result.percentile(0.95)), default=None)
+    return max(usable, key=lambda t: (t.result.pairs_per_second, -t.result.percentile(0.95)), default=None)
+
+
 @dataclass
 class Tuning:
     trials: list[Trial]
@@ -98,9 +109,11 @@ class Tuning:
     workload: Workload
     in_process: InProcess | None = None
     written: bool = False
+    objective: str = "throughput"
 
     def as_dict(self) -> dict:
         return {
+            "objective": self.objective,
             "workload": self.workload.__dict__,
             "trials": [trial.as_dict() for trial in self.trials],
             "best": self.best.as_dict() if self.best else None,
@@ -111,11 +124,13 @@ class Tuning:
 
 
 def candidates(own: Setting, cores: int | None, gpus: tuple[int, ...] = (), max_per_gpu: int = 1,
-               docs: int = 16) -> list[Setting]:  # fmt: skip
+               docs: int = 16, objective: str = "throughput") -> list[Setting]:  # fmt: skip
     """The settings worth trying, most promising first; the deployment's own comes first of all.
 
     `cores` is what one CPU worker has (None on GPUs); `gpus` the GPU indexes to fill, and
-    `max_per_gpu` how many replicas one of them holds by the memory estimate."""
+    `max_per_gpu` how many replicas one of them holds by the memory estimate. For latency, the
+    client also spreads one request's documents over the replicas (a chunk per replica), which
+    keeps every core busy while few callers are waiting."""
     if cores is None:
         per_gpu = [n for n in (1, 2, 4, 8) if n <= max(1, max_per_gpu)]
         options = [Setting(len(gpus) * n, None, gpus=gpus, replicas_per_gpu=n) for n in per_gpu] if gpus else []
@@ -131,6 +146,9 @@ def candidates(own: Setting, cores: int | None, gpus: tuple[int, ...] = (), max_
         options += [Setting(replicas, cores // replicas) for replicas in (cores, 2, 4) if 1 < replicas <= cores]
         options += [Setting(1, cores, batch_interval=0.0), Setting(1, cores, batch_size=64, batch_interval=0.01)]
         options += [Setting(replicas, cores // replicas, batch_interval=0.0) for replicas in (cores,) if replicas > 1]
+        if objective == "latency" and docs > 1:
+            spread = [Setting(r, cores // r, chunk_size=-(-docs // r)) for r in (cores, 2) if 1 < r <= min(cores, docs)]
+            options = options[:1] + spread + options[1:]
     unique = [own]
     for option in options:
         if option not in unique:
@@ -146,8 +164,9 @@ def tune(
     progress: Progress,
     launch_timeout: float = 600.0,
     to_try: list[Setting] | None = None,
+    objective: str = "throughput",
 ) -> Tuning:
-    """Run trials (`to_try`, else `candidates`) until the budget would be overrun.
+    """Run trials (`to_try`, else `candidates`) until the budget would be overrun; the best by `objective`.
 
     The server is left as it was found: each trial's scratch instance is terminated."""
     server = session.server
@@ -162,7 +181,9 @@ def tune(
     gpus, per_gpu, own = _own_setting(server, settings, workers, registration.model_uri)
     if settings.uid in {model.uid for model in server.models()}:
         progress(f"note: {settings.uid} is running on this server too; trials share the machine with it")
-    plan = to_try or candidates(own, cores, gpus, per_gpu, workload.docs)
+    if objective not in OBJECTIVES:
+        raise BadInput(f"objective {objective!r}: choose {' or '.join(OBJECTIVES)}")
+    plan = to_try or candidates(own, cores, gpus, per_gpu, workload.docs, objective)
     model_dir = Path(registration.model_uri) if registration.model_uri else None
     limit = None
     if gpus and model_dir is not None and (model_dir / "config.json").is_file():
@@ -196,9 +217,7 @@ def tune(
             time.sleep(SETTLE_SECONDS)
             trial.seconds = time.monotonic() - begin
             slowest = max(slowest, trial.seconds)
-    usable = [trial for trial in trials if trial.usable]
-    best = max(usable, key=lambda t: (t.result.pairs_per_second, -t.result.percentile(0.95)), default=None)
-    return Tuning(trials, best, plan[len(trials) :], workload, limit)
+    return Tuning(trials, best_of(trials, objective), plan[len(trials) :], workload, limit, objective=objective)
 
 
 def _own_setting(
@@ -255,11 +274,8 @@ def _run_trial(
     progress: Progress,
 ) -> BenchResult:
     launch_model(session, setting.launch(settings, scratch_uid), time.monotonic() + launch_timeout, progress)
-    options: dict = {"retry_for": 0, "connections": workload.concurrency}
-    if setting.chunk_size:
-        options["chunk_size"] = setting.chunk_size
-    with open_client(session, scratch_uid, **options) as client:
-        return run_bench(client.rerank, workload)
+    with sender(session, scratch_uid, workload, chunk_size=setting.chunk_size) as send:
+        return run_bench(send, workload)
 
 
 def write_best(path: Path, setting: Setting) -> None:
