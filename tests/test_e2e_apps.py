@@ -185,6 +185,33 @@ def test_the_route_forwards_rerank_only_and_turns_basic_credentials_into_the_bea
     assert requests.post(f"{route}/v2/rerank", json=body, timeout=60).status_code == 401  # Xinference's check
     elsewhere = requests.get(f"{route}/v1/models", headers=good, timeout=60)
     assert elsewhere.status_code == 404 and xinference.endpoint in elsewhere.json()["detail"]
+    # A password that cannot be a header: no key goes on (Xinference's 401), and no traceback is logged.
+    log = xinference.directory / "gateway.log"
+    logged = log.stat().st_size
+    injected = requests.post(f"{route}/v1/rerank", json=body, auth=("x", "key\r\nX-Evil: 1"), timeout=60)
+    assert injected.status_code == 401
+    assert "Traceback" not in log.read_text()[logged:]
+
+
+def test_a_busy_v2_port_is_refused_and_the_running_route_stays(xinference):
+    import socket
+
+    from xrerank.errors import BadInput
+    from xrerank.xinference import gateway, local
+
+    before = gateway.running(xinference.directory)
+    port = int(xinference.endpoint.rsplit(":", 1)[1])
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(BadInput, match="in use by another program"):
+            local.start(xinference.directory, port, v2_port=busy.getsockname()[1])
+    assert before is not None and gateway.running(xinference.directory) == before
+
+
+def test_connect_json_takes_no_format(run, admin, xinference, app_env):
+    result = run(*admin, "connect", "--model-uid", UID, "--key", "recipes", "--json", "--format", "cohere-v2")
+    assert result.exit_code == 2 and "--json prints the facts" in result.stderr
 
 
 def test_bad_keys_through_the_route_ban_their_sender_not_every_app_behind_the_route(xinference, app_env):

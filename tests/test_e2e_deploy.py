@@ -323,6 +323,14 @@ def test_up_demo_from_the_built_wheel_outside_the_checkout(installed_wheel, tmp_
         assert connected.returncode == 0 and route.startswith("http://127.0.0.1:"), connected.stderr
         route_pid = json.loads((home / "server" / "gateway.json").read_text())["pid"]
         assert requests.get(f"{route}/xrerank/gateway", timeout=10).json()["pid"] == route_pid
+        # Killed, the route is reported lost, and the next `up` starts it again on its port.
+        os.kill(route_pid, signal.SIGKILL)
+        status = run("server", "status", "--json")
+        assert json.loads(status.stdout)["cohere_v2_route"] == "not running", status.stdout
+        assert "Cohere-v2 route is not running" in run("server", "status").stdout
+        assert run("up", "--demo", "--port", port).returncode == 0
+        route_pid = json.loads((home / "server" / "gateway.json").read_text())["pid"]
+        assert requests.get(f"{route}/xrerank/gateway", timeout=10).json()["pid"] == route_pid
     finally:
         assert run("down").stdout.strip() == "stopped"
     assert run("down").stdout.strip() == "not running"

@@ -184,6 +184,30 @@ def test_an_endpoint_that_is_not_an_http_url_is_one_line_and_exit_2(run, endpoin
     assert "is not an http(s) URL" in result.stderr or "not a server address" in result.stderr
 
 
+@pytest.mark.parametrize("endpoint", ['http://h:1/"); import os; os.system("id', "http://h:1/a b", "http://h:1/a\\b"])
+def test_an_endpoint_that_would_break_out_of_a_printed_recipe_is_refused(run, endpoint):
+    """connect pastes the endpoint (and --v2-url) into programs: a quote there would end the string."""
+    result = run("--endpoint", endpoint, "status")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "a URL cannot" in result.stderr
+
+
+def test_a_v2_port_equal_to_the_servers_port_is_refused_before_anything_starts(run, tmp_path):
+    result = run("server", "start", "--home", tmp_path / "server", "--port", "20999", "--v2-port", "20999")
+    assert result.exit_code == 2 and "--v2-port 20999 is the server's own --port" in result.stderr
+    assert not (tmp_path / "server").exists()
+
+
+@pytest.mark.parametrize("password", ["key\r\nX-Evil: 1", "key\x00", "a\nb"])
+def test_a_basic_password_that_cannot_be_a_header_is_dropped_not_forwarded(password):
+    import base64
+
+    from xrerank.xinference.gateway import bearer
+
+    assert bearer("Basic " + base64.b64encode(f"xrerank:{password}".encode()).decode()) is None
+    assert bearer("Basic " + base64.b64encode(b"xrerank:xf-abc").decode()) == "Bearer xf-abc"
+    assert bearer("Bearer xf-abc") == "Bearer xf-abc" and bearer(None) is None
+
+
 def test_a_login_against_an_unreachable_server_is_exit_3_in_one_line(run):
     result = run("--endpoint", f"http://127.0.0.1:{free_port()}", "--username", "a", "--password", "b", "status")
     assert result.exit_code == 3 and result.stderr.count("\n") == 1 and "cannot reach" in result.stderr

@@ -51,8 +51,12 @@ def connect(context, file, model_uid, form, new_key, key_name, show_key, v2_url,
     \b
         eval "$(xrerank connect --new-key my-rag-app --format env)"; xrerank connect --format python
     """
+    from xrerank.errors import BadInput
     from xrerank.integrations.recipes import describe, prints_key, recipe
     from xrerank.xinference.gateway import running
+
+    if as_json and form != "text":
+        raise BadInput(f"--json prints the facts as JSON; it has no --format {form}: give one or the other")
     from xrerank.xinference.local import embedded_at
     from xrerank.xinference.serving import rerank_target
 

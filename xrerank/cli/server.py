@@ -146,10 +146,12 @@ def server_unban(home, as_json):
 
 
 def _server_done(running, outcome: str, as_json: bool) -> None:
+    from xrerank.xinference.gateway import lost
     from xrerank.xinference.gateway import running as route_of
     from xrerank.xinference.local import LOG_FILE
 
     route = route_of(running.directory)
+    gone = route is None and lost(running.directory)
 
     document = {
         "outcome": outcome,
@@ -162,12 +164,15 @@ def _server_done(running, outcome: str, as_json: bool) -> None:
         "trust_remote_code": running.trust_remote_code,
         "log": str(running.directory / LOG_FILE),
         "cohere_v2_url": route.advertised_url if route else None,
+        "cohere_v2_route": "running" if route else "not running" if gone else "off",
     }
     where = running.endpoint
     if running.advertised_endpoint != running.endpoint:
         where += f", apps elsewhere: {running.advertised_endpoint}"
     trusting = ", repositories' code runs" if running.trust_remote_code else ""
     routed = f"; Cohere-v2 route: {route.advertised_url}" if route else ""
+    if gone:
+        routed = "; the Cohere-v2 route is not running (`xrerank server start` starts it again)"
     auth = "on" if running.auth else "off"
     done(document, as_json, f"{outcome}: {where} (pid {running.pid}, auth {auth}{trusting}){routed}")
 

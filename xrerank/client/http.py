@@ -31,6 +31,8 @@ def parse_endpoint(endpoint: str) -> str:
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         hint = f"http://{text}" if text and "://" not in text and " " not in text else "http://127.0.0.1:9997"
         raise BadInput(f"endpoint {text[:80]!r} is not an http(s) URL; use e.g. {hint}")
+    if any(character in "\"'\\<>`{}|^" or not character.isprintable() or character.isspace() for character in text):
+        raise BadInput(f"endpoint {text[:80]!r} holds a character a URL cannot (quotes, spaces, backslashes...)")
     if port == 0 or parts.query or parts.fragment:
         raise BadInput(f"endpoint {text[:80]!r} is not a server address; use e.g. http://127.0.0.1:9997")
     # OpenAI-style settings end the base URL in /v1; every route xrerank calls starts with it already.

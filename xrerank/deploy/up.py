@@ -19,6 +19,7 @@ from xrerank.xinference.local import (
     LocalServer,
     answers,
     default_server_dir,
+    ensure_route,
     inspect_server,
     start,
     untrusting,
@@ -109,6 +110,7 @@ def up(
             embedded = running.server
             if trust and not embedded.trust_remote_code:
                 raise untrusting(default_server_dir())
+            ensure_route(embedded, v2_port)
         elif answers(f"http://127.0.0.1:{port}"):
             progress(f"using the Xinference that answers on 127.0.0.1:{port} (not started by xrerank)")
             foreign = True

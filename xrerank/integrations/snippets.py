@@ -151,7 +151,8 @@ from llama_index.core.schema import NodeWithScore, TextNode
 from llama_index.postprocessor.xinference_rerank import XinferenceRerank
 
 key = quote({KEY}, safe="")
-rerank = XinferenceRerank(base_url=f"{parts.scheme}://xrerank:{{key}}@{parts.netloc}", model="{c.model_uid}", top_n=3)
+base_url = f"{parts.scheme}://xrerank:{{key}}@{parts.netloc}{parts.path}"
+rerank = XinferenceRerank(base_url=base_url, model="{c.model_uid}", top_n=3)
 {_documents()}
 nodes = [NodeWithScore(node=TextNode(text=text)) for text in documents]
 for node in rerank.postprocess_nodes(nodes, query_str="{QUERY}"):

@@ -40,11 +40,16 @@ LOG_FILE = "gateway.log"
 ROUTES = ("/v2/rerank", "/v1/rerank")
 HEALTH = "/xrerank/gateway"
 READ_TIMEOUT = 600.0  # a long list on a slow model can take minutes; the caller's own timeout rules
+BODY_TIMEOUT = 120.0  # a caller that has not sent its whole body by then is dropped
+MAX_BODY = 64 * 1024 * 1024  # the client caps a text at 1M characters; nothing real comes near this
 CONNECTIONS = 256  # connections to Xinference at once, at most
 
 
 def bearer(authorization: str | None) -> str | None:
-    """The Authorization header to send upstream: Bearer as it came, Basic's password as a Bearer key."""
+    """The Authorization header to send upstream: Bearer as it came, Basic's password as a Bearer key.
+
+    A Basic password that cannot be a header value (control characters: CR, LF, NUL...) is dropped:
+    the request goes on without a key and Xinference refuses it in its own words."""
     if not authorization:
         return None
     scheme, _, credentials = authorization.partition(" ")
@@ -54,7 +59,19 @@ def bearer(authorization: str | None) -> str | None:
         decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
         return authorization  # sent on as it is: Xinference refuses it in its own words
-    return f"Bearer {decoded.partition(':')[2]}"
+    key = decoded.partition(":")[2]
+    return f"Bearer {key}" if key.isprintable() else None
+
+
+class _QuietServerLog:
+    """aiohttp logs a malformed request with its traceback and the offending bytes, which can be part of
+    a key: one line naming the error is kept, without either."""
+
+    def filter(self, record) -> bool:  # logging.Filter's protocol
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg, record.args = f"refused a malformed request: {type(record.exc_info[1]).__name__}", ()
+            record.exc_info = record.exc_text = None
+        return True
 
 
 def application(upstream: str, watch_pid: int | None = None):  # -> aiohttp.web.Application
@@ -74,7 +91,10 @@ def application(upstream: str, watch_pid: int | None = None):  # -> aiohttp.web.
             headers["Authorization"] = authorization
         if request.remote:
             headers["X-Forwarded-For"] = request.remote
-        body = await request.read()
+        try:
+            body = await asyncio.wait_for(request.read(), BODY_TIMEOUT)
+        except asyncio.TimeoutError:
+            return web.json_response({"detail": f"the body did not arrive within {BODY_TIMEOUT:g} s"}, status=408)
         try:
             async with sessions[0].post(target, data=body, headers=headers) as answer:
                 payload = await answer.read()
@@ -103,7 +123,7 @@ def application(upstream: str, watch_pid: int | None = None):  # -> aiohttp.web.
         for session in sessions:
             await session.close()
 
-    app = web.Application(client_max_size=256 * 1024 * 1024)
+    app = web.Application(client_max_size=MAX_BODY)
     for route in ROUTES:
         app.router.add_post(route, forward)
     app.router.add_get(HEALTH, health)
@@ -130,10 +150,17 @@ async def _exit_with(pid: int) -> None:
 
 def serve(upstream: str, host: str, port: int, watch_pid: int | None = None) -> None:
     """Serve the route in the foreground until SIGINT or SIGTERM."""
+    import logging
+
     from aiohttp import web
 
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("aiohttp.server", "aiohttp.web"):
+        logging.getLogger(name).addFilter(_QuietServerLog())
+    # handler_cancellation: a caller that hangs up cancels its forward (Xinference finishes the scoring,
+    # as it does for a direct caller that hangs up).
     web.run_app(application(upstream, watch_pid), host=host, port=port, access_log=None, print=None,
-                handle_signals=True, shutdown_timeout=5)  # fmt: skip
+                handle_signals=True, shutdown_timeout=5, handler_cancellation=True)  # fmt: skip
 
 
 # --- beside the embedded server --------------------------------------------------------------------
@@ -179,6 +206,11 @@ def running(directory: Path) -> Gateway | None:
     return gateway if __name__ in command and f"--port {gateway.port}" in command else None
 
 
+def lost(directory: Path) -> bool:
+    """Was a route started here that no longer runs (killed, crashed)?"""
+    return (directory / STATE_FILE).exists() and running(directory) is None
+
+
 def start_beside(directory: Path, upstream: str, host: str, port: int, watch_pid: int,
                  timeout: float = 20.0) -> Gateway:  # fmt: skip
     """Start the route for the embedded server in `directory` (or return the one running)."""
@@ -189,10 +221,10 @@ def start_beside(directory: Path, upstream: str, host: str, port: int, watch_pid
     current = running(directory)
     if current is not None and (current.upstream, current.port) == (upstream, port):
         return current
-    stop_beside(directory)
-    if port_in_use(port):
+    if (current is None or current.port != port) and port_in_use(port):  # the running route stays as it is
         raise BadInput(f"port {port} (the Cohere-v2 route) is in use by another program; choose one with --v2-port, "
                        "or turn the route off with --v2-port 0")  # fmt: skip
+    stop_beside(directory)
     log = os.open(directory / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     command = [sys.executable, "-m", __name__, "--upstream", upstream, "--host", host, "--port", str(port),
                "--watch-pid", str(watch_pid)]  # fmt: skip
@@ -234,15 +266,18 @@ def stop_beside(directory: Path, timeout: float = 10.0) -> bool:
     return True
 
 
-def choose_port(server_port: int, asked: int | None) -> int | None:
-    """The route's port: the one asked for, none for 0, else the server's port + 1 when that is free,
-    else any free one."""
+def choose_port(server_port: int, asked: int | None, directory: Path | None = None) -> int | None:
+    """The route's port: the one asked for, none for 0, else the one it had in `directory` (apps keep
+    their URL when a killed route comes back), else the server's port + 1, else any, while free."""
     from xrerank.xinference.local import free_port, port_in_use
 
     if asked is not None:
         return asked or None
-    following = server_port + 1
-    return following if following <= 65535 and not port_in_use(following) else free_port()
+    had = (read_json(directory / STATE_FILE) or {}).get("port") if directory is not None else None
+    for port in (had, server_port + 1):
+        if isinstance(port, int) and 0 < port <= 65535 and port != server_port and not port_in_use(port):
+            return port
+    return free_port()
 
 
 def main(argv: list[str] | None = None) -> None:

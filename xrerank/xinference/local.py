@@ -188,6 +188,8 @@ def start(
     server's port + 1 when free, else any free port; 0 turns it off. A server found running gets its
     route started if it has none."""
     host = check_host(host, auth)
+    if v2_port is not None and v2_port == port:
+        raise BadInput(f"--v2-port {v2_port} is the server's own --port; choose another, or 0 for no Cohere-v2 route")
     executable = shutil.which("xinference-local") or str(Path(sys.executable).with_name("xinference-local"))
     if not Path(executable).exists():
         raise server_side_needed(
@@ -203,7 +205,7 @@ def start(
             )
         if trust_remote_code and not current.server.trust_remote_code:
             raise untrusting(directory)
-        _route_beside(current.server, v2_port)
+        ensure_route(current.server, v2_port)
         return current.server, False
     if port_in_use(port):
         raise BadInput(f"port {port} is in use by another program; choose one with --port")
@@ -232,23 +234,25 @@ def start(
     try:
         if auth:
             _bootstrap_credentials(server, log_start)
-        _route_beside(server, v2_port)
+        ensure_route(server, v2_port)
     except BaseException:
         stop(directory)
         raise
     return server, True
 
 
-def _route_beside(server: LocalServer, v2_port: int | None) -> None:
+def ensure_route(server: LocalServer, v2_port: int | None = None) -> None:
+    """The Cohere-v2 route beside `server` on `v2_port` (None: the port it has, else --port + 1 or any;
+    0: none), started again if it was killed."""
     from xrerank.xinference import gateway
 
-    port = gateway.choose_port(server.port, v2_port)
-    if port is None:
-        gateway.stop_beside(server.directory)
-        return
     current = gateway.running(server.directory)
     if current is not None and v2_port is None:
         return  # the route keeps the port it has
+    port = gateway.choose_port(server.port, v2_port, server.directory)
+    if port is None:
+        gateway.stop_beside(server.directory)
+        return
     gateway.start_beside(server.directory, server.endpoint, server.host, port, server.pid)
 
 
