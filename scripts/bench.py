@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Shorter measurements.")
     parser.add_argument("--callers", default="1,4,16,48,64", help="Caller counts for section 2.")
     parser.add_argument("--sections", default="1,2,3,4,5,6,7,8", help="Which sections to run, e.g. 8 or 1,2.")
+    parser.add_argument("--words", default="8,64", help="Document lengths for section 8.")
     args = parser.parse_args()
     sections = {int(n) for n in args.sections.split(",")}
     seconds = 4.0 if args.quick else 10.0
@@ -85,7 +86,9 @@ def main() -> None:
             if 7 in sections:
                 gpu_limits(models, seconds)
             if 8 in sections:
-                bench_own_cost(session, cores, seconds * 0.6, 2 if args.quick else 3, report)
+                levels = [int(n) for n in args.callers.split(",") if int(n) <= 48]
+                words = [int(n) for n in args.words.split(",")]
+                bench_own_cost(session, cores, levels, words, seconds * 0.6, 2 if args.quick else 3, report)
             report.targets()
         finally:
             local.stop(local.default_server_dir())
@@ -112,6 +115,7 @@ class Report:
             ("xrerank bench / raw HTTP req/s, worst level", "bench_vs_raw", ratio, lambda v: v >= 0.95),
             ("bench / urllib loader, 48 callers, 8 words", "bench_vs_urllib_48", ratio, lambda v: v >= 0.95),
             ("bench / urllib loader, worst level and workload", "bench_vs_urllib", ratio, lambda v: v >= 0.95),
+            ("bench's CPU per request / urllib's, worst case", "bench_cpu_vs_urllib", ratio, lambda v: v <= 1.0),
             ("Cohere-v2 route: p50 over direct raw HTTP", "route_over_raw", over, lambda v: v <= 1.10),
             ("Cohere-v2 route / direct req/s, worst level", "route_vs_raw", ratio, lambda v: v >= 0.9),
             ("48 callers / the best level, req/s", "at_48_vs_best", ratio, lambda v: v >= 0.9),
@@ -416,19 +420,51 @@ def urllib_loader(endpoint: str, key: str, bodies: list[bytes], callers: int, se
 
 def bench_cli(endpoint: str, uid: str, callers: int, seconds: float, warmup: float, docs: int, words: int):
     """`xrerank bench` as users run it; (requests/s, [its p50], errors)."""
-    import json
+    return bench_cli_costed(endpoint, uid, callers, seconds, warmup, docs, words)[:3]
 
+
+def bench_cli_costed(endpoint: str, uid: str, callers: int, seconds: float, warmup: float, docs: int, words: int,
+                     max_requests: int | None = None):  # fmt: skip
+    """`xrerank bench` as users run it: (requests/s, [its p50], errors, CPU seconds, requests sent)."""
+    import json
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
         [str(VENV_BIN / "xrerank"), "--endpoint", endpoint, "bench", "--model-uid", uid, "--concurrency", str(callers),
          "--duration", str(seconds), "--warmup", str(warmup), "--docs", str(docs), "--doc-tokens", str(words),
-         "--json"],
+         "--json", *(["--max-requests", str(max_requests)] if max_requests else [])],
         capture_output=True, text=True,
     )  # fmt: skip
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     answer = json.loads(done.stdout)
-    return answer["requests_per_s"], [(answer["latency_ms"]["p50"] or 0) / 1000], answer["errors"]
+    p50 = [(answer["latency_ms"]["p50"] or 0) / 1000]
+    return answer["requests_per_s"], p50, answer["errors"], cpu, answer["sent_with_warmup"]
 
 
-def bench_own_cost(session, cores: int, seconds: float, rounds: int, report: Report) -> None:
+def costed(loader: Callable[[], tuple]) -> tuple:
+    """An in-process loader's figures, with the CPU it used and the requests it sent (warm-up included)."""
+    from http.client import HTTPConnection
+
+    sent = [0]
+    original = HTTPConnection.request
+
+    def counting(self, *args, **kwargs):
+        sent[0] += 1
+        return original(self, *args, **kwargs)
+
+    HTTPConnection.request = counting  # urllib sends through http.client too
+    cpu = time.process_time()
+    try:
+        figures = loader()
+    finally:
+        HTTPConnection.request = original
+    return (*figures, time.process_time() - cpu, sent[0])
+
+
+def bench_own_cost(session, cores: int, levels: list[int], word_counts: list[int], seconds: float, rounds: int,
+                   report: Report) -> None:  # fmt: skip
     """`xrerank bench` beside the simplest loaders: what it measures must be the server, not itself.
 
     The loaders and the server share the machine, so a loader's own CPU per request comes out of
@@ -441,46 +477,66 @@ def bench_own_cost(session, cores: int, seconds: float, rounds: int, report: Rep
     uid = launched(session, "bench-demo", "bench-own-cost", replicas, max(1, cores // replicas))
     key = session.data_credentials().api_key
     warmup = max(2.0, seconds / 3)
+    # bench's fixed cost (Python, imports, finding the model and its key), taken off its per-request CPU
+    fixed = statistics.median(bench_cli_costed(session.endpoint, uid, 1, 0.5, 0, 16, 8, 1)[3] for _ in range(3))
+
+    def bench_costed(callers: int, words: int) -> tuple:
+        rate, p50, failed, cpu, sent = bench_cli_costed(session.endpoint, uid, callers, seconds, warmup, 16, words)
+        return rate, p50, failed, max(0.0, cpu - fixed), sent
+
     heading(
         f"8. bench's own cost: demo model, {replicas} replicas, 16 documents; the urllib loader, the http.client "
-        f"loader and `xrerank bench` in turn, {rounds} rounds of {seconds:g} s after {warmup:g} s of warm-up"
+        f"loader and `xrerank bench` in turn, {rounds} rounds of {seconds:g} s after {warmup:g} s of warm-up; "
+        f"CPU per request sent, warm-up included (bench's: less its {fixed * 1000:.0f} ms of start-up)"
     )
-    print(f"  {'words':>5}  {'callers':>7}  {'way':<20}{'req/s':>8}{'vs urllib':>11}{'p50 ms':>9}{'errors':>7}")
-    worst = []
-    for words in (8, 64):
+    print(f"  {'words':>5}  {'callers':>7}  {'way':<20}{'req/s':>8}{'vs urllib':>11}{'p50 ms':>9}{'errors':>7}"
+          f"{'CPU/req µs':>12}{'vs urllib':>11}")  # fmt: skip
+    worst, cpu_ratios = [], []
+    for words in word_counts:
         workload = Workload(docs=16, doc_tokens=words)
         bodies = [json.dumps({"model": uid, "query": q, "documents": d}).encode() for q, d in _prepared(workload)]
         ways = {
-            "urllib loader": lambda n, b=bodies: urllib_loader(session.endpoint, key, b, n, seconds, warmup),
-            "http.client loader": lambda n, b=bodies: raw_loader(session.endpoint, key, b, n, seconds, warmup),
-            "xrerank bench": lambda n, w=words: bench_cli(session.endpoint, uid, n, seconds, warmup, 16, w),
+            "urllib loader": lambda n, b=bodies: costed(
+                lambda: urllib_loader(session.endpoint, key, b, n, seconds, warmup)
+            ),
+            "http.client loader": lambda n, b=bodies: costed(
+                lambda: raw_loader(session.endpoint, key, b, n, seconds, warmup)
+            ),
+            "xrerank bench": lambda n, w=words: bench_costed(n, w),
         }
-        for callers in (1, 4, 16, 48):
+        for callers in levels:
             rates: dict[str, list[float]] = {way: [] for way in ways}
             ratios: dict[str, list[float]] = {way: [] for way in ways}
             p50s: dict[str, list[float]] = {way: [] for way in ways}
             errors = dict.fromkeys(ways, 0)
+            cpu_per_request: dict[str, list[float]] = {way: [] for way in ways}
             for number in range(rounds):
                 this_round = {}
                 for way in list(ways)[number % 3 :] + list(ways)[: number % 3]:
-                    rate, samples, failed = ways[way](callers)
+                    rate, samples, failed, cpu, sent = ways[way](callers)
                     this_round[way] = rate
                     rates[way].append(rate)
                     p50s[way].append(statistics.median(samples) if samples else 0.0)
                     errors[way] += failed
+                    cpu_per_request[way].append(cpu / sent if sent else 0.0)
+                base = this_round["urllib loader"]
                 for way in ways:
-                    ratios[way].append(
-                        this_round[way] / this_round["urllib loader"] if this_round["urllib loader"] else 0
-                    )
+                    ratios[way].append(this_round[way] / base if base else 0.0)
+            base_cpu = statistics.median(cpu_per_request["urllib loader"])
             for way in ways:
                 ratio = statistics.median(ratios[way])
+                cpu = statistics.median(cpu_per_request[way])
                 print(f"  {words:>5}  {callers:>7}  {way:<20}{statistics.median(rates[way]):8.1f}{ratio:10.2f}x"
-                      f"{statistics.median(p50s[way]) * 1000:9.1f}{errors[way]:>7}")  # fmt: skip
+                      f"{statistics.median(p50s[way]) * 1000:9.1f}{errors[way]:>7}{cpu * 1e6:12.0f}"
+                      f"{cpu / base_cpu if base_cpu else 0:10.2f}x")  # fmt: skip
             bench_ratio = statistics.median(ratios["xrerank bench"])
             worst.append(bench_ratio)
+            cpu_ratios.append(statistics.median(cpu_per_request["xrerank bench"]) / base_cpu if base_cpu else 0.0)
             if words == 8 and callers == 48:
                 report.figures["bench_vs_urllib_48"] = bench_ratio
-    report.figures["bench_vs_urllib"] = min(worst)
+    if worst:
+        report.figures["bench_vs_urllib"] = min(worst)
+        report.figures["bench_cpu_vs_urllib"] = max(cpu_ratios)
     session.server.terminate(uid)
 
 

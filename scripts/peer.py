@@ -50,8 +50,13 @@ def main() -> None:
     parser.add_argument("--venv", type=Path, default=PEER_VENV, help="infinity-emb's venv (default: %(default)s).")
     parser.add_argument("--models", default="demo,base", help="demo, base, or both.")
     parser.add_argument("--callers", default="1,4,16,48")
-    parser.add_argument("--docs", type=int, default=16, help="Documents per request.")
-    parser.add_argument("--words", type=int, default=48, help="Words per document.")
+    parser.add_argument("--docs", type=int, default=16, help="Documents per request, demo model.")
+    parser.add_argument("--words", type=int, default=48, help="Words per document, demo model.")
+    parser.add_argument("--base-docs", type=int, default=4, help="Documents per request, base-size model.")
+    parser.add_argument("--base-words", type=int, default=16, help="Words per document, base-size model.")
+    parser.add_argument(
+        "--layout", help="Xinference's replicas x threads each, e.g. 1x2 (default: a replica per core)."
+    )
     parser.add_argument("--quick", action="store_true", help="Shorter rounds, noisier figures.")
     args = parser.parse_args()
     if args.install:
@@ -69,8 +74,8 @@ def main() -> None:
     from xrerank.xinference import local
 
     cores = os.cpu_count() or 1
-    print(f"machine: {cores} cores, torch {torch.__version__}; {args.docs} documents of {args.words} words a "
-          f"request; {rounds} alternating rounds of {seconds:g} s after {seconds / 5:g} s of warm-up")  # fmt: skip
+    print(f"machine: {cores} cores, torch {torch.__version__}; {rounds} alternating rounds of {seconds:g} s after "
+          f"{seconds / 5:g} s of warm-up per way and level")  # fmt: skip
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         session, _ = scratch_server(root, auth=True)
@@ -81,7 +86,9 @@ def main() -> None:
                     if name == "demo"
                     else make_random_model(root / "base", base_config(), "xrerank/random-base-12x768")
                 )
-                compare(session, name, directory, infinity, cores, levels, args.docs, args.words, seconds, rounds)
+                docs, words = (args.docs, args.words) if name == "demo" else (args.base_docs, args.base_words)
+                layout = tuple(int(n) for n in args.layout.split("x")) if args.layout else (max(1, min(cores, 4)), 1)
+                compare(session, name, directory, infinity, layout, levels, docs, words, seconds, rounds)
         finally:
             local.stop(local.default_server_dir())
 
@@ -98,8 +105,8 @@ def install(venv: Path) -> None:
     subprocess.run([*pip, INFINITY], check=True)
 
 
-def compare(session, name: str, directory: Path, infinity: Path, cores: int, levels: list[int], docs: int,
-            words: int, seconds: float, rounds: int) -> None:  # fmt: skip
+def compare(session, name: str, directory: Path, infinity: Path, layout: tuple[int, int], levels: list[int],
+            docs: int, words: int, seconds: float, rounds: int) -> None:  # fmt: skip
     from bench import launched, raw_loader
 
     from xrerank.deploy.engine import register_model, terminate_model
@@ -110,8 +117,8 @@ def compare(session, name: str, directory: Path, infinity: Path, cores: int, lev
 
     uid = f"peer-{name}"
     register_model(session.server, build_spec(inspect_model_dir(directory), uid, max_tokens=512))
-    replicas = max(1, min(cores, 4))
-    launched(session, uid, uid, replicas, max(1, cores // replicas))
+    replicas, threads = layout
+    launched(session, uid, uid, replicas, threads)
     key = session.data_credentials().api_key
     peer = start_infinity(infinity, directory)
     try:
@@ -134,8 +141,8 @@ def compare(session, name: str, directory: Path, infinity: Path, cores: int, lev
             "xinference+spread": spread,
             "infinity": lambda n: raw_loader(peer.url, peer.key, peer_bodies, n, seconds, warmup, "/rerank"),
         }
-        print(f"\n== {name} model ({directory.name}): xinference {replicas} replicas x {max(1, cores // replicas)} "
-              f"thread(s), spread = {chunk} documents per request; infinity-emb, torch, batch 32")  # fmt: skip
+        print(f"\n== {name} model, {docs} documents of {words} words a request: xinference {replicas} replica(s) x "
+              f"{threads} thread(s), spread = {chunk} a chunk; infinity-emb, torch")  # fmt: skip
         print(f"  {'callers':>7}  {'way':<18}{'pairs/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>7}"
               f"{'vs infinity':>13}")  # fmt: skip
         for callers in levels:

@@ -4,6 +4,7 @@ One deployment of the demo model (its own names, so that files sharing this serv
 is shared by the tests below; each test leaves it running with one READY replica.
 """
 
+import contextlib
 import json
 import os
 import subprocess
@@ -317,6 +318,35 @@ def test_server_unban_lifts_a_ban_on_the_address_xrerank_sends_from(run, xinfere
         assert isinstance(mine.get("/v1/models"), dict)
     finally:
         local.unban(xinference.directory)
+
+
+def test_stop_after_the_server_was_killed_stops_what_it_left_behind(tmp_path):
+    """kill -9 of xinference-local leaves its supervisor (and model replicas) running on their own;
+    `server stop` finds them by process group and this server's XINFERENCE_HOME."""
+    import signal
+
+    import psutil
+    from conftest import free_port
+
+    from xrerank.xinference import local
+
+    directory = tmp_path / "killed"
+    server, _ = local.start(directory, port=free_port(), auth=False, timeout=240, v2_port=0)
+    group = [p for p in psutil.process_iter() if os.getpgid(p.pid) == server.pid and p.pid != server.pid]
+    assert group, "xinference-local runs its supervisor in a process of its own"
+    try:
+        os.kill(server.pid, signal.SIGKILL)
+        psutil.Process(server.pid).wait(10)  # our child: reaped here, as a shell would
+        assert any(p.is_running() for p in group)  # what the kill left behind
+        state = local.stop(directory)
+        assert state.state == "not running" and "left behind" in state.detail, state
+        psutil.wait_procs(group, timeout=15)
+        assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in group)
+        assert local.stop(directory).detail == ""  # nothing more to stop
+    finally:
+        for process in group:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
 
 
 def test_up_beside_a_foreign_auth_on_server_points_to_port(run, xinference):

@@ -56,6 +56,7 @@ def test_bench_excludes_its_warm_up(run, admin, deployment, xinference):
     # a caller. (Not a ratio to the counted ones: a fresh replica's first answers are the slow ones,
     # so the 2 s of warm-up once held 8 requests to the window's 16.)
     assert len(served) >= answer["requests"] + 2
+    assert answer["sent_with_warmup"] == len(served)  # bench counts what it sent, warm-up included
 
 
 def test_bench_reports_latency_and_throughput(run, admin, deployment):

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from xrerank.defaults import API_KEY_ENV
 
 if TYPE_CHECKING:
-    from xrerank.integrations.recipes import Connection
+    from xrerank.integrations.connection import Connection
 
 QUERY = "What is AI?"
 DOCUMENTS = ("AI is the study of intelligent machines.", "Apples are fruit.", "Paris is the capital of France.")
@@ -81,28 +81,24 @@ for document in ranker.run(query="{QUERY}", documents=[Document(content=t) for t
     print(round(document.score, 4), document.content)"""
 
 
-def cohere(c: Connection) -> str:
-    return f"""# pip install cohere   (the v1 Client, on Xinference itself: base_url is the host, no /v1)
+def _cohere_sdk(client: str, base_url: str | None, note: str, c: Connection) -> str:
+    return f"""# pip install cohere   ({note})
 import os
 import cohere
 
-co = cohere.Client(base_url="{c.app_base_url}", api_key={KEY})
+co = cohere.{client}(base_url="{base_url}", api_key={KEY})
 {_documents()}
 response = co.rerank(model="{c.model_uid}", query="{QUERY}", documents=documents, top_n=3)
 for result in response.results:
     print(round(result.relevance_score, 4), documents[result.index])"""
+
+
+def cohere(c: Connection) -> str:
+    return _cohere_sdk("Client", c.app_base_url, "the v1 Client, on Xinference itself: base_url is the host, no /v1", c)
 
 
 def cohere_v2(c: Connection) -> str:
-    return f"""# pip install cohere   (ClientV2 posts /v2/rerank: base_url is xrerank's Cohere-v2 route)
-import os
-import cohere
-
-co = cohere.ClientV2(base_url="{c.v2_url}", api_key={KEY})
-{_documents()}
-response = co.rerank(model="{c.model_uid}", query="{QUERY}", documents=documents, top_n=3)
-for result in response.results:
-    print(round(result.relevance_score, 4), documents[result.index])"""
+    return _cohere_sdk("ClientV2", c.v2_url, "ClientV2 posts /v2/rerank: base_url is xrerank's Cohere-v2 route", c)
 
 
 def langchain_cohere(c: Connection) -> str:

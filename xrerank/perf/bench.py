@@ -66,6 +66,7 @@ class BenchResult:
     errors: Counter = field(default_factory=Counter)
     cache_hit_latencies: list[float] = field(default_factory=list)
     cache: CacheStats | None = None
+    sent: int = 0  # every request started, the warm-up's included
 
     @property
     def answered(self) -> int:
@@ -94,6 +95,7 @@ class BenchResult:
             "workload": self.workload.__dict__,
             "elapsed_s": round(self.elapsed, 3),
             "requests": self.answered + sum(self.errors.values()),
+            "sent_with_warmup": self.sent,
             "answered": self.answered,
             "errors": sum(self.errors.values()),
             "error_reasons": dict(self.errors.most_common(5)),
@@ -213,10 +215,8 @@ def run_bench(
                 return
             counted = begin >= measuring_from
             measured_one = measured_one or counted
-            if counted:
-                with lock:
-                    if next(measured, None) is None:
-                        return
+            if counted and next(measured, None) is None:  # a range iterator's next() is atomic under the GIL
+                return
             number = next(counter)
             query, documents = requests[number % len(requests)]
             if fresh_queries:  # every request a query never seen before, as with no --queries
@@ -257,6 +257,7 @@ def run_bench(
     finally:
         finished.set()
     result.elapsed = max(1e-9, max([min(time.perf_counter(), deadline), *overtime_ends]) - measuring_from)
+    result.sent = next(counter)  # the count of numbers handed out: every request started
     result.cache = cache.stats() if cache is not None else None
     return result
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from xrerank.errors import BadInput, ServerError
 from xrerank.files import read_json, write_json_atomically
+from xrerank.xinference.machine import advertised_host, can_listen, free_port, local_host, process_identity
 
 STATE_FILE = "gateway.json"
 LOG_FILE = "gateway.log"
@@ -176,20 +177,15 @@ class Gateway:
 
     @property
     def url(self) -> str:
-        from xrerank.xinference.local import local_host
-
         return f"http://{local_host(self.host)}:{self.port}"
 
     @property
     def advertised_url(self) -> str:
-        from xrerank.xinference.local import advertised_host
-
         return f"http://{advertised_host(self.host)}:{self.port}"
 
 
 def running(directory: Path) -> Gateway | None:
     """The route recorded in `directory`, if its process is the one xrerank started there."""
-    from xrerank.xinference.local import process_identity
 
     recorded = read_json(directory / STATE_FILE)
     try:
@@ -216,12 +212,11 @@ def start_beside(directory: Path, upstream: str, host: str, port: int, watch_pid
     """Start the route for the embedded server in `directory` (or return the one running)."""
     from xrerank.client.http import Api
     from xrerank.errors import XrerankError
-    from xrerank.xinference.local import port_in_use, process_identity
 
     current = running(directory)
     if current is not None and (current.upstream, current.port) == (upstream, port):
         return current
-    if (current is None or current.port != port) and port_in_use(port):  # the running route stays as it is
+    if (current is None or current.port != port) and not can_listen(port):  # the running route stays as it is
         raise BadInput(f"port {port} (the Cohere-v2 route) is in use by another program; choose one with --v2-port, "
                        "or turn the route off with --v2-port 0")  # fmt: skip
     stop_beside(directory)
@@ -269,13 +264,12 @@ def stop_beside(directory: Path, timeout: float = 10.0) -> bool:
 def choose_port(server_port: int, asked: int | None, directory: Path | None = None) -> int | None:
     """The route's port: the one asked for, none for 0, else the one it had in `directory` (apps keep
     their URL when a killed route comes back), else the server's port + 1, else any, while free."""
-    from xrerank.xinference.local import free_port, port_in_use
 
     if asked is not None:
         return asked or None
     had = (read_json(directory / STATE_FILE) or {}).get("port") if directory is not None else None
     for port in (had, server_port + 1):
-        if isinstance(port, int) and 0 < port <= 65535 and port != server_port and not port_in_use(port):
+        if isinstance(port, int) and 0 < port <= 65535 and port != server_port and can_listen(port):
             return port
     return free_port()
 

@@ -31,6 +31,13 @@ from pathlib import Path
 from xrerank.client.http import Api, Banned, Credentials, Refused
 from xrerank.errors import BadInput, ServerError, TimedOut, XrerankError, server_side_needed
 from xrerank.files import private_directory, read_json, write_json_atomically, xrerank_home
+from xrerank.xinference.machine import (
+    advertised_host,
+    free_port,
+    local_host,
+    port_in_use,
+    process_identity,
+)
 
 DEFAULT_PORT = 9997
 STATE_FILE = "server.json"
@@ -253,7 +260,15 @@ def ensure_route(server: LocalServer, v2_port: int | None = None) -> None:
     if port is None:
         gateway.stop_beside(server.directory)
         return
-    gateway.start_beside(server.directory, server.endpoint, server.host, port, server.pid)
+    for attempt in range(1 + PORT_RACE_RETRIES):
+        try:
+            gateway.start_beside(server.directory, server.endpoint, server.host, port, server.pid)
+            return
+        except ServerError:
+            # A port chosen here can be taken between the check and the route's bind: another free one.
+            if v2_port is not None or attempt == PORT_RACE_RETRIES:
+                raise
+            port = free_port()
 
 
 PORT_RACE_RETRIES = 2
@@ -303,6 +318,9 @@ def stop(directory: Path, timeout: float = 30.0) -> ServerState:
     state = inspect_server(directory)
     if state.state in ("not running", "stale"):
         (directory / STATE_FILE).unlink(missing_ok=True)
+        left = _stop_leftovers(state.server) if state.server is not None else 0
+        if left:
+            state = ServerState(state.state, state.server, f"{state.detail}; stopped {left} process(es) it left behind")
         return state
     server = state.server
     assert server is not None
@@ -315,6 +333,29 @@ def stop(directory: Path, timeout: float = 30.0) -> ServerState:
         os.killpg(server.pid, signal.SIGKILL)
     (directory / STATE_FILE).unlink(missing_ok=True)
     return ServerState("stopped", server)
+
+
+def _stop_leftovers(server: LocalServer, timeout: float = 10.0) -> int:
+    """Stop what a killed server left running (its supervisor, its model replicas): the processes of its
+    process group that still hold its XINFERENCE_HOME. Anything else in that group is left alone."""
+    import psutil
+
+    home = str(server.directory / "home")
+    leftovers = []
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) == server.pid and process.environ().get("XINFERENCE_HOME") == home:
+                leftovers.append(process)
+        except (psutil.Error, OSError):
+            continue
+    for process in leftovers:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _, alive = psutil.wait_procs(leftovers, timeout=timeout)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    return len(leftovers)
 
 
 def unban(directory: Path) -> int:
@@ -386,26 +427,6 @@ def check_host(host: str, auth: bool) -> str:
     return str(address)
 
 
-def advertised_host(host: str) -> str:
-    """The address other machines (and containers) reach this server on."""
-    if host not in ("0.0.0.0", "::"):
-        return host
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("192.0.2.1", 9))  # no packet is sent; this picks the outgoing interface
-            return probe.getsockname()[0]
-        except OSError:
-            pass
-    try:
-        return socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return "127.0.0.1"
-
-
-def local_host(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "::") else host
-
-
 def _bootstrap_credentials(server: LocalServer, log_start: int) -> None:
     credentials_path = server.directory / CREDENTIALS_FILE
     api = Api(server.endpoint)
@@ -470,21 +491,6 @@ def _create_time(pid: int) -> float | None:
         return None
 
 
-def process_identity(pid: int) -> str | None:
-    """Which process `pid` is, whatever the wall clock did since: this boot's id and the clock tick,
-    counted from boot, that the process started at (Linux). None where /proc does not tell.
-
-    psutil's create_time is boot time plus that tick by the wall clock, so a clock stepped by NTP, a
-    resume or a VM restore moves it, and a server running for days would look like another process."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rpartition(")")[2].split()  # the command name may hold spaces and parentheses
-    return f"{boot}/{fields[19]}" if len(fields) > 19 else None  # field 22, starttime
-
-
 def _not_ours(server: LocalServer) -> str | None:
     """None when `server.pid` is the xinference-local xrerank started; else why not ("gone" if no process)."""
     import psutil
@@ -504,14 +510,3 @@ def _not_ours(server: LocalServer) -> str | None:
     if "xinference-local" not in command or f"--port {server.port}" not in command:
         return f"its command line is {command[:80]!r}"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def port_in_use(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
