@@ -225,17 +225,13 @@ def cohere_v2_route() -> str:
     return route.url
 
 
-def raw_loader(endpoint: str, key: str, bodies: list[bytes], callers: int, seconds: float, warmup: float,
-               path: str = "/v1/rerank"):  # fmt: skip
-    """The minimal loader: threads, http.client, bodies encoded in advance, a connection per request.
+def closed_loop(send: Callable[[bytes], bool], bodies: list[bytes], callers: int, seconds: float, warmup: float):
+    """`callers` threads, each sending the next body as soon as its last one is answered.
 
-    Returns (requests/s, [latencies in s], errors) over the `seconds` after `warmup`."""
-    import http.client
+    Returns (requests/s, [latencies in s], errors) over the `seconds` after `warmup`; `send(body)`
+    says whether the answer was a 200."""
     import threading
-    from urllib.parse import urlsplit
 
-    parts = urlsplit(endpoint)
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}", "Connection": "close"}
     begun = time.perf_counter()
     start, stop = begun + warmup, begun + warmup + seconds
     latencies: list[float] = []
@@ -247,17 +243,13 @@ def raw_loader(endpoint: str, key: str, bodies: list[bytes], callers: int, secon
             begin = time.perf_counter()
             if begin >= stop:
                 return
-            connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
-            connection.request("POST", path, bodies[next(counter) % len(bodies)], headers)
-            response = connection.getresponse()
-            response.read()
-            connection.close()
+            ok = send(bodies[next(counter) % len(bodies)])
             if begin < start:
                 continue
-            if response.status != 200:
-                errors[0] += 1
-            else:
+            if ok:
                 latencies.append(time.perf_counter() - begin)
+            else:
+                errors[0] += 1
 
     threads = [threading.Thread(target=caller) for _ in range(callers)]
     for thread in threads:
@@ -265,6 +257,26 @@ def raw_loader(endpoint: str, key: str, bodies: list[bytes], callers: int, secon
     for thread in threads:
         thread.join()
     return len(latencies) / seconds, latencies, errors[0]
+
+
+def raw_loader(endpoint: str, key: str, bodies: list[bytes], callers: int, seconds: float, warmup: float,
+               path: str = "/v1/rerank"):  # fmt: skip
+    """The minimal loader: threads, http.client, bodies encoded in advance, a connection per request."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(endpoint)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}", "Connection": "close"}
+
+    def send(body: bytes) -> bool:
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+        connection.request("POST", path, body, headers)
+        response = connection.getresponse()
+        response.read()
+        connection.close()
+        return response.status == 200
+
+    return closed_loop(send, bodies, callers, seconds, warmup)
 
 
 def concurrency(session, credentials: dict, demo_dir: Path, cores: int, levels: list[int], seconds: float,
@@ -381,41 +393,20 @@ def concurrency(session, credentials: dict, demo_dir: Path, cores: int, levels: 
 
 def urllib_loader(endpoint: str, key: str, bodies: list[bytes], callers: int, seconds: float, warmup: float):
     """The simplest loader: threads and urllib.request, bodies encoded in advance (a connection per request)."""
-    import threading
     import urllib.request
 
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
-    begun = time.perf_counter()
-    start, stop = begun + warmup, begun + warmup + seconds
-    latencies: list[float] = []
-    errors = [0]
-    counter = iter(range(10**9))
 
-    def caller() -> None:
-        while True:
-            begin = time.perf_counter()
-            if begin >= stop:
-                return
-            request = urllib.request.Request(f"{endpoint}/v1/rerank", bodies[next(counter) % len(bodies)], headers)
-            try:
-                with urllib.request.urlopen(request, timeout=120) as response:
-                    response.read()
-                    ok = response.status == 200
-            except OSError:
-                ok = False
-            if begin < start:
-                continue
-            if ok:
-                latencies.append(time.perf_counter() - begin)
-            else:
-                errors[0] += 1
+    def send(body: bytes) -> bool:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(f"{endpoint}/v1/rerank", body, headers),
+                                        timeout=120) as response:  # fmt: skip
+                response.read()
+                return response.status == 200
+        except OSError:
+            return False
 
-    threads = [threading.Thread(target=caller) for _ in range(callers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return len(latencies) / seconds, latencies, errors[0]
+    return closed_loop(send, bodies, callers, seconds, warmup)
 
 
 def bench_cli(endpoint: str, uid: str, callers: int, seconds: float, warmup: float, docs: int, words: int):
