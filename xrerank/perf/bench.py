@@ -8,6 +8,8 @@ is counted; latencies are those of the answered requests.
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import math
 import random
 import threading
@@ -136,7 +138,6 @@ class DirectSender:
 
     def __init__(self, endpoint: str, model_uid: str, api_key: str | None, timeout: float,
                  source_address: str | None = None) -> None:  # fmt: skip
-        import json
         from urllib.parse import urlsplit
 
         parts = urlsplit(endpoint)
@@ -150,9 +151,6 @@ class DirectSender:
         self.encoded: dict[int, tuple[list[str], bytes]] = {}
 
     def __call__(self, query: str, documents: list[str]) -> None:
-        import http.client
-        import json
-
         held = self.encoded.get(id(documents))
         if held is None or held[0] is not documents:  # keyed by identity: the prepared lists live on
             held = self.encoded[id(documents)] = (documents, json.dumps(documents).encode())
